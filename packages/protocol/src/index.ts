@@ -1,0 +1,10 @@
+export * from './frame.js';
+export { encodeHeader } from './encode.js';
+export { decodeHeader, Decoder } from './decode.js';
+export * from './errors.js';
+export { DEFAULT_CONFIG, verifyConfig, KiB, MiB, type SessionConfig } from './config.js';
+export { Stream, StreamState } from './stream.js';
+export { Session, systemClock, type Clock, type Role, type SessionOptions, type Transport } from './session.js';
+export { sessionOverWebSocket, WsCloseCode, type WebSocketSessionOptions } from './websocket.js';
+export * from './open-header.js';
+export { memoryPair } from './memory.js';

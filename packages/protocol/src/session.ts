@@ -1,0 +1,415 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { verifyConfig, type SessionConfig } from './config.js';
+import { Decoder } from './decode.js';
+import { encodeHeader } from './encode.js';
+import { ErrorCode, ProtocolError, SessionError } from './errors.js';
+import { Flag, FrameType, GoAwayCode, HEADER_LENGTH, PROTOCOL_VERSION, type Frame } from './frame.js';
+import { Stream } from './stream.js';
+
+/** What a session writes to: a WebSocket, a TCP socket, an in-memory pipe. */
+export interface Transport {
+  /** Sends bytes in order. Returns false when the transport's own buffer is above its mark;
+   * the owner then calls `session.transportDrained()` once it has room again. */
+  write(chunk: Buffer): boolean;
+  /** The session is over; release the transport. */
+  close(err?: Error): void;
+}
+
+/** Time, injectable so tests decide it. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+export type Role = 'client' | 'server';
+
+export interface SessionOptions {
+  role: Role;
+  transport: Transport;
+  config?: Partial<SessionConfig>;
+  clock?: Clock;
+}
+
+export interface SessionEvents {
+  stream: [stream: Stream];
+  goaway: [code: number];
+  rtt: [ms: number];
+  close: [err?: Error];
+}
+
+/**
+ * A yamux session: bytes in through `receive()`, frames out through the transport.
+ * It never throws out of `receive()` and never emits 'error': a protocol violation sends GoAway
+ * with the matching code, ends every stream and emits 'close' with the error.
+ */
+export class Session extends EventEmitter<SessionEvents> {
+  readonly role: Role;
+  readonly config: Readonly<SessionConfig>;
+  private readonly transport: Transport;
+  private readonly clock: Clock;
+  private readonly decoder: Decoder;
+  private readonly streams = new Map<number, Stream>();
+  private nextStreamId: number;
+  private lastInboundId = 0;
+
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private transportBlocked = false;
+  private drainWaiters = new Set<Stream>();
+
+  private growthReserved = 0;
+
+  private _rtt: number | undefined;
+  private nextPingId = 1;
+  private readonly pings = new Map<number, { sentAt: number; resolve: (rtt: number) => void; reject: (e: Error) => void }>();
+  private lastReceivedAt: number;
+  private keepAliveTimer: unknown;
+  private watchdogTimer: unknown;
+
+  private localGoAway = false;
+  private remoteGoAway = false;
+  private _closed = false;
+  private _closeError: Error | undefined;
+
+  constructor(opts: SessionOptions) {
+    super();
+    this.role = opts.role;
+    this.config = verifyConfig(opts.config);
+    this.transport = opts.transport;
+    this.clock = opts.clock ?? systemClock;
+    this.decoder = new Decoder(this.config.maxFrameSize);
+    this.nextStreamId = this.role === 'client' ? 1 : 2;
+    this.lastReceivedAt = this.clock.now();
+    if (this.config.keepAliveInterval > 0) {
+      this.scheduleKeepAlive(0);
+      this.scheduleWatchdog(this.config.keepAliveTimeout);
+    }
+  }
+
+  // ---- public API ----
+
+  get closed(): boolean {
+    return this._closed;
+  }
+  get closeError(): Error | undefined {
+    return this._closeError;
+  }
+  /** Latest measured round-trip time in ms, once a ping has been answered. */
+  get rtt(): number | undefined {
+    return this._rtt;
+  }
+  get streamCount(): number {
+    return this.streams.size;
+  }
+  /** True once either side said go away: no new streams. */
+  get goingAway(): boolean {
+    return this.localGoAway || this.remoteGoAway;
+  }
+  /** Bytes queued to the transport and not yet handed over. */
+  get queuedBytes(): number {
+    return this.outBytes;
+  }
+  now(): number {
+    return this.clock.now();
+  }
+
+  /** Opens an outbound stream; the peer learns of it at once (SYN). */
+  openStream(): Stream {
+    if (this._closed) throw new SessionError(ErrorCode.SessionClosed, 'session is closed');
+    if (this.remoteGoAway) throw new SessionError(ErrorCode.GoAwayReceived, 'peer is going away');
+    if (this.localGoAway) throw new SessionError(ErrorCode.SessionClosing, 'session is going away');
+    if (this.streams.size >= this.config.maxConcurrentStreams) {
+      throw new SessionError(ErrorCode.TooManyStreams, `at most ${this.config.maxConcurrentStreams} streams`);
+    }
+    if (this.nextStreamId > 0xffff_ffff) throw new SessionError(ErrorCode.SessionClosing, 'stream ids exhausted');
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    const stream = this.createStream(id, false);
+    stream.announce();
+    return stream;
+  }
+
+  /** Sends a ping and resolves with the round-trip time in ms. */
+  ping(): Promise<number> {
+    if (this._closed) return Promise.reject(new SessionError(ErrorCode.SessionClosed, 'session is closed'));
+    const id = this.nextPingId;
+    this.nextPingId = (this.nextPingId + 1) >>> 0 || 1;
+    return new Promise<number>((resolve, reject) => {
+      this.pings.set(id, { sentAt: this.clock.now(), resolve, reject });
+      this.sendFrame(FrameType.Ping, Flag.SYN, 0, id);
+    });
+  }
+
+  /** Graceful shutdown: tell the peer, accept no new streams, close once the open ones finish. */
+  goAway(code: GoAwayCode = GoAwayCode.Normal): void {
+    if (this._closed || this.localGoAway) return;
+    this.localGoAway = true;
+    this.sendFrame(FrameType.GoAway, 0, 0, code);
+    this.closeIfIdle();
+  }
+
+  /** Ends the session now: every open stream is aborted. */
+  close(err?: Error): void {
+    if (this._closed) return;
+    if (!this.localGoAway) {
+      this.localGoAway = true;
+      const code =
+        err instanceof ProtocolError ? err.goAwayCode : err === undefined ? GoAwayCode.Normal : GoAwayCode.InternalError;
+      if (!(err instanceof SessionError && err.code === ErrorCode.TransportClosed)) {
+        this.sendFrame(FrameType.GoAway, 0, 0, code);
+      }
+    }
+    this.flush();
+    this.finish(err);
+    this.transport.close(err);
+  }
+
+  // ---- transport side ----
+
+  /** Feed bytes from the peer. Never throws. */
+  receive(chunk: Buffer): void {
+    if (this._closed) return;
+    this.lastReceivedAt = this.clock.now();
+    try {
+      for (const frame of this.decoder.write(chunk)) {
+        this.handle(frame);
+        if (this._closed) return;
+      }
+    } catch (e) {
+      this.close(e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.InvalidFlags, String(e), GoAwayCode.InternalError));
+    }
+  }
+
+  /** The transport has room again. */
+  transportDrained(): void {
+    if (!this.transportBlocked) return;
+    this.transportBlocked = false;
+    this.wakeWriters();
+  }
+
+  /** The transport is gone (socket closed, errored). */
+  transportClosed(err?: Error): void {
+    if (this._closed) return;
+    this.finish(err ?? new SessionError(ErrorCode.TransportClosed, 'connection closed'));
+  }
+
+  // ---- used by streams ----
+
+  /** @internal */
+  canSend(): boolean {
+    return !this.transportBlocked && this.outBytes < this.config.transportHighWaterMark;
+  }
+
+  /** @internal */
+  waitForDrain(stream: Stream): void {
+    this.drainWaiters.add(stream);
+  }
+
+  /** @internal queues one frame; frames written in the same tick leave in one transport write. */
+  sendFrame(type: FrameType, flags: number, streamId: number, length: number, data?: Buffer): void {
+    if (this._closed) return;
+    const header = encodeHeader({ version: PROTOCOL_VERSION, type, flags, streamId, length });
+    this.out.push(header);
+    this.outBytes += HEADER_LENGTH;
+    if (data !== undefined && data.length > 0) {
+      this.out.push(data);
+      this.outBytes += data.length;
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => this.flush());
+    }
+  }
+
+  /** @internal takes up to `want` bytes of window growth from the session budget. */
+  reserveGrowth(want: number): number {
+    const got = Math.max(0, Math.min(want, this.config.maxSessionReceiveWindow - this.growthReserved));
+    this.growthReserved += got;
+    return got;
+  }
+
+  /** @internal a stream is done: release its id and its window growth. */
+  forget(stream: Stream): void {
+    if (this.streams.get(stream.id) !== stream) return;
+    this.streams.delete(stream.id);
+    this.drainWaiters.delete(stream);
+    const grown = stream.receiveWindowSize - this.config.initialStreamWindow;
+    this.growthReserved = Math.max(0, this.growthReserved - grown);
+    this.closeIfIdle();
+  }
+
+  // ---- internals ----
+
+  private createStream(id: number, inbound: boolean): Stream {
+    const hwm = Math.min(this.config.maxSendFrameSize, 64 * 1024);
+    const stream = new Stream(this, id, inbound, this.config.initialStreamWindow, hwm);
+    this.streams.set(id, stream);
+    return stream;
+  }
+
+  private handle({ header, data }: Frame): void {
+    const { type, flags, streamId, length } = header;
+    if (type === FrameType.Ping) {
+      if (streamId !== 0) throw new ProtocolError(ErrorCode.InvalidStreamId, 'ping on a stream id');
+      if (flags & Flag.SYN) this.sendFrame(FrameType.Ping, Flag.ACK, 0, length);
+      else if (flags & Flag.ACK) this.onPong(length);
+      return;
+    }
+    if (type === FrameType.GoAway) {
+      if (streamId !== 0) throw new ProtocolError(ErrorCode.InvalidStreamId, 'go-away on a stream id');
+      this.onGoAway(length);
+      return;
+    }
+    if (streamId === 0) throw new ProtocolError(ErrorCode.InvalidStreamId, `frame type ${type} on stream 0`);
+
+    let stream = this.streams.get(streamId);
+    if (flags & Flag.SYN) {
+      if (stream !== undefined) throw new ProtocolError(ErrorCode.StreamIdReused, `SYN for open stream ${streamId}`);
+      const peerParity = this.role === 'client' ? 0 : 1;
+      if (streamId % 2 !== peerParity) {
+        throw new ProtocolError(ErrorCode.InvalidStreamId, `peer opened stream ${streamId} with our parity`);
+      }
+      if (streamId <= this.lastInboundId) {
+        throw new ProtocolError(ErrorCode.StreamIdReused, `stream id ${streamId} reused`);
+      }
+      this.lastInboundId = streamId;
+      if (this.localGoAway || this.remoteGoAway || this.streams.size >= this.config.maxConcurrentStreams) {
+        // Refuse this one stream, keep the session.
+        this.sendFrame(FrameType.WindowUpdate, Flag.RST, streamId, 0);
+        return;
+      }
+      stream = this.createStream(streamId, true);
+      stream.announce();
+      this.emit('stream', stream);
+    }
+
+    if (stream === undefined) {
+      this.checkKnownId(streamId);
+      return; // a stream we already closed: late frames are dropped
+    }
+    if (type === FrameType.Data) stream.onData(data ?? Buffer.alloc(0));
+    else if (length > 0) stream.onWindowUpdate(length);
+    const streamFlags = flags & (Flag.ACK | Flag.FIN | Flag.RST);
+    if (streamFlags !== 0) stream.onFlags(streamFlags);
+  }
+
+  /** Frames for ids that were never opened are a protocol error; for closed ones they are late. */
+  private checkKnownId(id: number): void {
+    const ours = (id % 2 === 1) === (this.role === 'client');
+    const neverOpened = ours ? id >= this.nextStreamId : id > this.lastInboundId;
+    if (neverOpened) throw new ProtocolError(ErrorCode.InvalidStreamId, `frame for stream ${id} that was never opened`);
+  }
+
+  private onPong(id: number): void {
+    const p = this.pings.get(id);
+    if (p === undefined) return;
+    this.pings.delete(id);
+    const rtt = Math.max(0, this.clock.now() - p.sentAt);
+    this._rtt = rtt;
+    this.emit('rtt', rtt);
+    p.resolve(rtt);
+  }
+
+  private onGoAway(code: number): void {
+    this.remoteGoAway = true;
+    this.emit('goaway', code);
+    if (code !== GoAwayCode.Normal) {
+      this.finish(new SessionError(ErrorCode.PeerProtocolError, `peer went away with code ${code}`));
+      this.transport.close();
+      return;
+    }
+    this.closeIfIdle();
+  }
+
+  private closeIfIdle(): void {
+    if (!this._closed && this.goingAway && this.streams.size === 0) {
+      // Let the last frames (FIN, GoAway) leave before the transport closes.
+      process.nextTick(() => {
+        if (!this._closed && this.streams.size === 0) this.close();
+      });
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.out.length === 0 || this._closed) {
+      this.out = [];
+      this.outBytes = 0;
+      return;
+    }
+    const chunk = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    if (!this.transport.write(chunk)) this.transportBlocked = true;
+    else this.wakeWriters();
+  }
+
+  private wakeWriters(): void {
+    if (this.drainWaiters.size === 0) return;
+    const waiters = [...this.drainWaiters];
+    this.drainWaiters.clear();
+    for (const s of waiters) {
+      if (!this.canSend()) {
+        this.drainWaiters.add(s);
+        continue;
+      }
+      s.flushPending();
+    }
+  }
+
+  private scheduleKeepAlive(delay: number): void {
+    this.keepAliveTimer = this.clock.setTimeout(() => {
+      if (this._closed) return;
+      this.ping().catch(() => undefined);
+      // Forget pings that were never answered so the map stays bounded.
+      const cutoff = this.clock.now() - this.config.keepAliveTimeout;
+      for (const [id, p] of this.pings) if (p.sentAt < cutoff) this.pings.delete(id);
+      this.scheduleKeepAlive(this.config.keepAliveInterval);
+    }, delay);
+  }
+
+  private scheduleWatchdog(delay: number): void {
+    this.watchdogTimer = this.clock.setTimeout(() => {
+      if (this._closed) return;
+      const silent = this.clock.now() - this.lastReceivedAt;
+      if (silent >= this.config.keepAliveTimeout) {
+        this.finish(new SessionError(ErrorCode.KeepAliveTimeout, `no data from peer for ${Math.round(silent)} ms`));
+        this.transport.close();
+        return;
+      }
+      this.scheduleWatchdog(this.config.keepAliveTimeout - silent);
+    }, delay);
+  }
+
+  /** Marks closed, aborts streams, rejects pings, stops timers, emits 'close' once. */
+  private finish(err?: Error): void {
+    if (this._closed) return;
+    this._closed = true;
+    this._closeError = err;
+    this.clock.clearTimeout(this.keepAliveTimer);
+    this.clock.clearTimeout(this.watchdogTimer);
+    const streamErr = new SessionError(
+      ErrorCode.StreamAborted,
+      err === undefined ? 'session closed' : `session closed: ${err.message}`,
+    );
+    for (const s of [...this.streams.values()]) s.abort(streamErr);
+    this.streams.clear();
+    this.drainWaiters.clear();
+    for (const p of this.pings.values()) p.reject(new SessionError(ErrorCode.SessionClosed, 'session closed'));
+    this.pings.clear();
+    this.emit('close', err);
+  }
+}
