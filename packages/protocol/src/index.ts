@@ -8,3 +8,4 @@ export { Session, systemClock, type Clock, type Role, type SessionOptions, type 
 export { sessionOverWebSocket, WsCloseCode, type WebSocketSessionOptions } from './websocket.js';
 export * from './open-header.js';
 export { memoryPair } from './memory.js';
+export * from './hello.js';

@@ -1,0 +1,259 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { DeviceTunnel } from '../tunnel/device-tunnel.js';
+import { OpenStreamError } from '../tunnel/device-tunnel.js';
+import type { TunnelRegistry } from '../tunnel/registry.js';
+import { checkedPath } from './host.js';
+import { clientAddress, forwardHeaders, requestHead, responseHeaders } from './headers.js';
+import { errorPage, offlinePage, page, sendPage } from './pages.js';
+
+/** What the proxy needs to know about a device that is not connected. */
+export interface DeviceLookup {
+  findBySlug(slug: string): Promise<{ id: string; name: string; offlineSince: Date | null } | null>;
+}
+
+/** The access decision for one request to a device. The accounts layer supplies it. */
+export type Decision =
+  | { allow: true; role?: string }
+  | { allow: false; status: number; headers?: Record<string, string>; title: string; body: string };
+
+export interface AccessContext {
+  req: IncomingMessage;
+  slug: string;
+  deviceId: string;
+  path: string;
+  upgrade: boolean;
+}
+
+/** One hook decides every request that would reach a printer; deny unless it says allow. */
+export type Authorize = (ctx: AccessContext) => Decision | Promise<Decision>;
+
+export interface ProxyOptions {
+  registry: TunnelRegistry;
+  devices: DeviceLookup;
+  authorize: Authorize;
+  log: Logger;
+  trustProxy: boolean;
+  /** Time to wait for the printer's response headers. */
+  responseTimeoutMs: number;
+}
+
+export interface Proxy {
+  handleRequest(req: IncomingMessage, res: ServerResponse, slug: string): void;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, slug: string): void;
+  /** Requests in flight, for graceful shutdown. */
+  readonly inFlight: number;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * The proxy as a list of small passes (node-http-proxy's idea): check the path, find the tunnel
+ * (or say the printer is offline), decide access, route by prefix, forward headers, stream both
+ * ways with backpressure, and turn every failure into a page the phone can read.
+ */
+export function createProxy(opts: ProxyOptions): Proxy {
+  const { registry, log } = opts;
+  let inFlight = 0;
+
+  async function offline(slug: string): Promise<{ status: number; title: string; body: string; headers?: Record<string, string> }> {
+    const device = await opts.devices.findBySlug(slug).catch(() => null);
+    if (device === null) {
+      return { status: 404, title: 'No such printer', body: '<h1>No such printer</h1><p>No device uses this address.</p>' };
+    }
+    const since = registry.lastOffline(device.id) ?? device.offlineSince ?? undefined;
+    const p = offlinePage(device.name, since);
+    return { status: 503, title: p.title, body: p.body, headers: { 'retry-after': '10' } };
+  }
+
+  /** Shared front half of both paths: path check, tunnel, access, route. */
+  async function resolve(
+    req: IncomingMessage,
+    slug: string,
+    upgrade: boolean,
+  ): Promise<
+    | { ok: true; tunnel: DeviceTunnel; service: ReturnType<DeviceTunnel['route']> & object; target: string }
+    | { ok: false; status: number; title: string; body: string; headers?: Record<string, string> }
+  > {
+    const checked = checkedPath(req.url ?? '/');
+    if (checked === undefined) {
+      return { ok: false, status: 400, title: 'Bad request', body: '<h1>Bad request</h1><p>This address is not allowed.</p>' };
+    }
+    const tunnel = registry.getBySlug(slug);
+    if (tunnel === undefined) return { ok: false, ...(await offline(slug)) };
+    const decision = await opts.authorize({ req, slug, deviceId: tunnel.info.deviceId, path: checked.path, upgrade });
+    if (!decision.allow) return { ok: false, ...decision };
+    const routed = tunnel.route(checked.path);
+    if (routed === undefined) {
+      return { ok: false, status: 404, title: 'Not found', body: '<h1>Not found</h1><p>No route on this printer for this path.</p>' };
+    }
+    let path = checked.path;
+    if (routed.route.stripPrefix === true) {
+      path = path.length >= routed.route.path.length ? `/${path.slice(routed.route.path.length)}` : '/';
+    }
+    return { ok: true, tunnel, service: routed, target: path + checked.query };
+  }
+
+  function handleRequest(req: IncomingMessage, res: ServerResponse, slug: string): void {
+    const reqId = randomUUID();
+    const rlog = log.child({ reqId, device: slug });
+    inFlight++;
+    res.once('close', () => inFlight--);
+    resolve(req, slug, false).then(
+      (r) => {
+        if (!r.ok) {
+          sendPage(res, r.status, r.title, r.body, r.headers);
+          req.resume();
+          return;
+        }
+        forward(req, res, r.tunnel, r.service.service.name, r.target, forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy }), rlog, true);
+      },
+      (e: Error) => {
+        rlog.error({ err: e }, 'proxy failed');
+        sendPage(res, 500, 'Relay error', '<h1>Something went wrong on the relay</h1>');
+      },
+    );
+  }
+
+  function forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    tunnel: DeviceTunnel,
+    service: string,
+    target: string,
+    headers: Record<string, string | string[]>,
+    rlog: Logger,
+    mayRetry: boolean,
+  ): void {
+    const method = req.method ?? 'GET';
+    const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
+    if (req.headers['transfer-encoding'] !== undefined) headers['transfer-encoding'] = 'chunked';
+    const proxyReq = http.request({
+      agent: tunnel.agentFor(service),
+      method,
+      path: target,
+      headers,
+      setHost: false,
+    });
+    let responded = false;
+    const headersTimer = setTimeout(() => {
+      proxyReq.destroy(new OpenStreamError('timeout', `no response within ${opts.responseTimeoutMs} ms`));
+    }, opts.responseTimeoutMs);
+    headersTimer.unref();
+
+    proxyReq.on('response', (proxyRes) => {
+      clearTimeout(headersTimer);
+      responded = true;
+      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, responseHeaders(proxyRes.rawHeaders));
+      if (method === 'HEAD') res.flushHeaders();
+      proxyRes.pipe(res);
+      proxyRes.on('error', () => res.destroy());
+      proxyRes.on('aborted', () => res.destroy());
+      // A tunnel that breaks mid-body must not look like a complete response.
+      proxyRes.on('close', () => {
+        if (!proxyRes.complete) res.destroy();
+      });
+    });
+    proxyReq.on('timeout', () => {
+      /* idle keep-alive timer on an active request: the response-headers timer decides */
+    });
+    proxyReq.on('error', (err: Error & { code?: string }) => {
+      clearTimeout(headersTimer);
+      if (responded) {
+        res.destroy();
+        return;
+      }
+      // A reused keep-alive stream the printer closed just now: retry once when it is safe.
+      if (mayRetry && proxyReq.reusedSocket && IDEMPOTENT.has(method) && !hasBody && !res.headersSent && !req.destroyed) {
+        rlog.debug({ err }, 'retrying on a fresh stream');
+        forward(req, res, tunnel, service, target, headers, rlog, false);
+        return;
+      }
+      const kind = err instanceof OpenStreamError ? err.kind : 'lost';
+      if (kind !== 'lost') rlog.info({ kind, detail: err.message }, 'printer service unavailable');
+      else rlog.warn({ err: err.message, code: err.code }, 'stream to printer failed');
+      const p = kind === 'offline' ? { status: 503, ...offlinePage(tunnel.info.name, new Date()) } : errorPage(kind, tunnel.info.name, err.message);
+      if (!res.headersSent) sendPage(res, p.status, p.title, p.body);
+      else res.destroy();
+    });
+
+    // Client went away before the exchange finished: abort the printer's side too (RST through
+    // the tunnel, then a reset TCP connection at the service).
+    res.once('close', () => {
+      if (!res.writableFinished) proxyReq.destroy();
+    });
+    req.once('error', () => proxyReq.destroy());
+    req.once('close', () => {
+      if (!req.complete) proxyReq.destroy();
+    });
+    if (hasBody) req.pipe(proxyReq);
+    else proxyReq.end();
+  }
+
+  function refuseUpgrade(socket: Duplex, status: number, title: string, body: string): void {
+    const html = page(title, body);
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(html)}\r\n\r\n${html}`,
+    );
+  }
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, slug: string): void {
+    const rlog = log.child({ reqId: randomUUID(), device: slug });
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+      refuseUpgrade(socket, 400, 'Bad request', '<h1>Only WebSocket upgrades are supported</h1>');
+      return;
+    }
+    socket.on('error', () => socket.destroy());
+    inFlight++;
+    socket.once('close', () => inFlight--);
+    resolve(req, slug, true)
+      .then(async (r) => {
+        if (!r.ok) {
+          refuseUpgrade(socket, r.status, r.title, r.body);
+          return;
+        }
+        const headers = forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy, upgrade: true });
+        let stream;
+        try {
+          stream = await r.tunnel.openStream(r.service.service.name, { via: 'websocket', remote: clientAddress(req) });
+        } catch (e) {
+          const err = e as OpenStreamError;
+          const p = errorPage(err.kind ?? 'lost', r.tunnel.info.name, err.message);
+          refuseUpgrade(socket, p.status, p.title, p.body);
+          return;
+        }
+        if (socket.destroyed) {
+          stream.destroy();
+          return;
+        }
+        stream.write(requestHead(req.method ?? 'GET', r.target, headers));
+        if (head.length > 0) stream.write(head);
+        // Both directions with backpressure; either side failing tears down the other
+        // (a reset, never a clean close that could pass for a finished exchange).
+        socket.pipe(stream);
+        stream.pipe(socket);
+        stream.on('error', () => socket.destroy());
+        socket.on('error', () => stream.destroy());
+        socket.on('close', () => {
+          if (!stream.destroyed) stream.destroy();
+        });
+        stream.on('close', () => {
+          if (!socket.destroyed) socket.end();
+        });
+      })
+      .catch((e: Error) => {
+        rlog.error({ err: e }, 'websocket proxy failed');
+        socket.destroy();
+      });
+  }
+
+  return {
+    handleRequest,
+    handleUpgrade,
+    get inFlight() {
+      return inFlight;
+    },
+  };
+}

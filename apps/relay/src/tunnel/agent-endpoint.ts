@@ -1,0 +1,99 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { AGENT_PATH, decodeHello, HELLO_HEADER, sessionOverWebSocket, type SessionConfig } from '@porthole/protocol';
+import type { Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+import { DeviceTunnel, type TunnelOptions } from './device-tunnel.js';
+import type { TunnelRegistry } from './registry.js';
+
+export interface AuthenticatedDevice {
+  id: string;
+  slug: string;
+  name: string;
+}
+
+export type AuthResult = { ok: true; device: AuthenticatedDevice } | { ok: false; reason: 'unknown' | 'revoked' | 'malformed' };
+
+export interface AgentAuthenticator {
+  authenticate(credential: string): Promise<AuthResult>;
+}
+
+export interface AgentEndpointOptions {
+  registry: TunnelRegistry;
+  auth: AgentAuthenticator;
+  log: Logger;
+  session?: Partial<SessionConfig>;
+  tunnel: TunnelOptions;
+  /** Largest WebSocket message accepted from an agent. */
+  maxPayload: number;
+}
+
+export { AGENT_PATH };
+
+function refuse(socket: Duplex, status: number, reason: string): void {
+  const body = `${reason}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The agent endpoint: authenticates the device in the upgrade request itself (a wrong, unknown
+ * or revoked credential gets 401/403 before any WebSocket or tunnel exists), checks the hello,
+ * then runs a server-role session and registers the tunnel, replacing any stale one at once.
+ */
+export function createAgentEndpoint(opts: AgentEndpointOptions) {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false, clientTracking: false });
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const remote = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const log = opts.log.child({ remote });
+    const auth = req.headers.authorization ?? '';
+    const m = /^Bearer ([A-Za-z0-9_-]{1,256})$/.exec(auth);
+    if (m === null) {
+      log.warn('agent refused: no credential');
+      refuse(socket, 401, 'Unauthorized');
+      return;
+    }
+    let hello;
+    try {
+      hello = decodeHello(req.headers[HELLO_HEADER] as string | undefined);
+    } catch (e) {
+      log.warn({ reason: (e as Error).message }, 'agent refused: bad hello');
+      refuse(socket, 400, 'Bad Request');
+      return;
+    }
+    const h = hello;
+    opts.auth
+      .authenticate(m[1]!)
+      .then((result) => {
+        if (!result.ok) {
+          log.warn({ reason: result.reason }, 'agent refused: credential');
+          refuse(socket, result.reason === 'revoked' ? 403 : 401, result.reason === 'revoked' ? 'Forbidden' : 'Unauthorized');
+          return;
+        }
+        if (socket.destroyed) return;
+        const device = result.device;
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          const session = sessionOverWebSocket(ws, { role: 'server', config: opts.session });
+          const tunnel = new DeviceTunnel(
+            { deviceId: device.id, slug: device.slug, name: device.name, remote, hello: h },
+            session,
+            ws,
+            opts.tunnel,
+          );
+          const dlog = log.child({ device: device.slug });
+          session.once('close', (err) => dlog.info({ reason: err?.message ?? 'closed' }, 'agent disconnected'));
+          opts.registry.attach(tunnel);
+          dlog.info({ agent: h.agent, services: h.services.map((s) => s.name) }, 'agent connected');
+        });
+      })
+      .catch((e: Error) => {
+        log.error({ err: e }, 'agent authentication failed');
+        refuse(socket, 503, 'Service Unavailable');
+      });
+  }
+
+  return { handleUpgrade, close: () => wss.close() };
+}
