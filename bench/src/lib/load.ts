@@ -1,0 +1,230 @@
+// Load generation against one target (a port on 127.0.0.1 plus the Host header to send):
+// single-stream download and upload throughput, and small-GET latency with N keep-alive
+// connections. Everything is bounded by a byte count, a request count or a deadline.
+import http from 'node:http';
+import { PATTERN_BYTES, matchesPattern, pattern } from './origin.js';
+import { percentileSorted } from './stats.js';
+
+export interface Target {
+  /** Port on 127.0.0.1. */
+  port: number;
+  /** Host header; default 127.0.0.1:port. */
+  host?: string;
+}
+
+export interface TransferResult {
+  bytes: number;
+  seconds: number;
+  /** 10^6 bytes per second. */
+  mbps: number;
+}
+
+let pat: Buffer | undefined;
+const thePattern = () => (pat ??= pattern());
+
+function headersFor(t: Target, extra: http.OutgoingHttpHeaders = {}): http.OutgoingHttpHeaders {
+  return { host: t.host ?? `127.0.0.1:${t.port}`, ...extra };
+}
+
+/** GET /bytes?n=bytes on a fresh connection; checks every byte against the pattern. */
+export function download(t: Target, bytes: number, timeoutMs = 300_000): Promise<TransferResult> {
+  const p = thePattern();
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let got = 0;
+    let bad = false;
+    const req = http.request(
+      { host: '127.0.0.1', port: t.port, path: `/bytes?n=${bytes}`, headers: headersFor(t), agent: false },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          reject(new Error(`download: status ${res.statusCode}`));
+          return;
+        }
+        res.on('data', (c: Buffer) => {
+          if (!bad && !matchesPattern(p, c, got)) bad = true;
+          got += c.length;
+        });
+        res.on('end', () => {
+          clearTimeout(timer);
+          const seconds = (performance.now() - started) / 1000;
+          if (got !== bytes) reject(new Error(`download: got ${got} of ${bytes} bytes`));
+          else if (bad) reject(new Error('download: bytes differ from what the origin sent'));
+          else resolve({ bytes, seconds, mbps: bytes / 1e6 / seconds });
+        });
+        res.on('error', reject);
+      },
+    );
+    const timer = setTimeout(() => req.destroy(new Error(`download: not done within ${timeoutMs} ms (${got} bytes)`)), timeoutMs);
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+
+/** POST /upload with a Content-Length body of `bytes` (the pattern repeated), flow-controlled. */
+export function upload(t: Target, bytes: number, timeoutMs = 300_000): Promise<TransferResult> {
+  const p = thePattern();
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: t.port,
+        method: 'POST',
+        path: '/upload',
+        headers: headersFor(t, { 'content-type': 'application/octet-stream', 'content-length': bytes }),
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          clearTimeout(timer);
+          const seconds = (performance.now() - started) / 1000;
+          let answer: { bytes?: number; ok?: boolean } = {};
+          try {
+            answer = JSON.parse(Buffer.concat(chunks).toString()) as typeof answer;
+          } catch {
+            /* checked below */
+          }
+          if (res.statusCode !== 200) reject(new Error(`upload: status ${res.statusCode}`));
+          else if (answer.bytes !== bytes) reject(new Error(`upload: origin got ${answer.bytes} of ${bytes} bytes`));
+          else if (!answer.ok) reject(new Error('upload: origin got different bytes than were sent'));
+          else resolve({ bytes, seconds, mbps: bytes / 1e6 / seconds });
+        });
+      },
+    );
+    const timer = setTimeout(() => req.destroy(new Error(`upload: not done within ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    let sent = 0;
+    const pump = () => {
+      while (sent < bytes) {
+        const take = Math.min(PATTERN_BYTES, bytes - sent);
+        sent += take;
+        if (!req.write(take === PATTERN_BYTES ? p : p.subarray(0, take))) {
+          req.once('drain', pump);
+          return;
+        }
+      }
+      req.end();
+    };
+    pump();
+  });
+}
+
+export interface LatencyOptions {
+  /** Concurrent keep-alive connections, each with one request in flight. */
+  connections: number;
+  /** Measured phase length. */
+  durationMs: number;
+  /** Unmeasured warm-up (connections opened, caches warm). Default 500 ms. */
+  warmupMs?: number;
+  /** Stop the measured phase after this many requests. Default 500 000. */
+  maxRequests?: number;
+  path?: string;
+}
+
+export interface LatencyResult {
+  connections: number;
+  requests: number;
+  errors: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+function getOnce(t: Target, agent: http.Agent, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: t.port, path, headers: headersFor(t), agent }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`status ${res.statusCode}`));
+        return;
+      }
+      res.on('data', () => undefined);
+      res.on('end', resolve);
+      res.on('error', reject);
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Small-GET latency and throughput with `connections` keep-alive connections. */
+export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyResult> {
+  const path = opts.path ?? '/small';
+  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
+  const maxRequests = opts.maxRequests ?? 500_000;
+  const samples = new Float64Array(maxRequests);
+  let n = 0;
+  let errors = 0;
+  const phase = async (ms: number, record: boolean) => {
+    const deadline = performance.now() + ms;
+    const worker = async () => {
+      while (performance.now() < deadline && (!record || n < maxRequests)) {
+        const t0 = performance.now();
+        try {
+          await getOnce(t, agent, path);
+          if (record && n < maxRequests) samples[n++] = performance.now() - t0;
+        } catch {
+          errors++;
+          if (errors > 1000) throw new Error('more than 1000 failed requests');
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+    };
+    const started = performance.now();
+    await Promise.all(Array.from({ length: opts.connections }, worker));
+    return (performance.now() - started) / 1000;
+  };
+  try {
+    await phase(opts.warmupMs ?? 500, false);
+    errors = 0;
+    const seconds = await phase(opts.durationMs, true);
+    const sorted = samples.subarray(0, n).sort();
+    return {
+      connections: opts.connections,
+      requests: n,
+      errors,
+      seconds,
+      rps: n / seconds,
+      p50Ms: percentileSorted(sorted, 50),
+      p90Ms: percentileSorted(sorted, 90),
+      p99Ms: percentileSorted(sorted, 99),
+      maxMs: n > 0 ? (sorted[n - 1] as number) : NaN,
+    };
+  } finally {
+    agent.destroy();
+  }
+}
+
+/** Polls GET path until it answers 200 (the path is ready) or the deadline passes. */
+export async function waitReady(t: Target, timeoutMs = 15_000, path = '/small'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  const agent = new http.Agent({ keepAlive: false });
+  try {
+    while (Date.now() < deadline) {
+      try {
+        await getOnce(t, agent, path);
+        return;
+      } catch (err) {
+        last = err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    agent.destroy();
+  }
+  throw new Error(`not ready within ${timeoutMs} ms: ${last instanceof Error ? last.message : String(last)}`);
+}

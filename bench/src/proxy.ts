@@ -1,0 +1,405 @@
+// The proxy benchmark: the same origin reached directly, through nginx, through `ssh -L` and
+// through Porthole (relay + agent), side by side in one run on 127.0.0.1. Measures
+// single-stream download and upload throughput, small-GET latency with 1 and N keep-alive
+// connections, requests per second, and the CPU the tunnel's far end (the printer side)
+// spends per GiB. `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N]
+// [--paths direct,nginx,ssh,porthole] [--connections N] [--json FILE] [--markdown FILE]`.
+import { cpus, release } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
+import { download, latency, upload } from './lib/load.js';
+import type { LatencyResult } from './lib/load.js';
+import { startBenchOrigin } from './lib/origin.js';
+import { directPath, nginxPath, portholePath, sshPath } from './lib/paths.js';
+import type { PathName, ProxyPath } from './lib/paths.js';
+import { stopAll } from '@porthole/e2e/procs';
+import { fmt, markdownTable, median, ratio, textTable } from './lib/stats.js';
+
+export type { PathName } from './lib/paths.js';
+export type { LatencyResult } from './lib/load.js';
+
+export interface ProxyBenchOptions {
+  /** Bytes per transfer, in MiB. Default 256. */
+  sizeMiB?: number;
+  /** Timed transfers per direction (the median is reported). Default 3. */
+  runs?: number;
+  /** Which paths, in order. Default all four. */
+  paths?: PathName[];
+  /** Connections for the concurrent latency / req/s test. Default 50. */
+  connections?: number;
+  /** Measured seconds of the 1-connection latency test. Default 3 s. */
+  latency1Ms?: number;
+  /** Measured seconds of the N-connection test. Default 5 s. */
+  latencyNMs?: number;
+  /** Untimed warm-up transfer per direction, MiB. Default 16. */
+  warmupMiB?: number;
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void;
+  /** Extra environment for Porthole's relay and agent. */
+  relayEnv?: Record<string, string>;
+  agentEnv?: Record<string, string>;
+}
+
+export interface CpuResult {
+  label: string;
+  /** CPU seconds per GiB moved: downloads, uploads, and both together. */
+  downSecPerGiB: number;
+  upSecPerGiB: number;
+  secPerGiB: number;
+}
+
+export interface TransferSummary {
+  /** 10^6 bytes/s of each timed run. */
+  runsMBps: number[];
+  medianMBps: number;
+}
+
+export interface PathResult {
+  name: PathName;
+  label: string;
+  ok: boolean;
+  error?: string;
+  notes: string[];
+  download: TransferSummary;
+  upload: TransferSummary;
+  latency1?: LatencyResult;
+  latencyN?: LatencyResult;
+  /** The tunnel's far end: the side that runs on the printer (sshd, agent). */
+  farEnd?: CpuResult;
+  /** The other end (ssh client, relay) or the proxy itself (nginx) or the origin (direct). */
+  nearEnd?: CpuResult;
+}
+
+export interface Goal {
+  id: 'download' | 'cpu' | 'overhead';
+  description: string;
+  /** undefined: could not be measured in this run. */
+  pass: boolean | undefined;
+  detail: string;
+}
+
+export interface ProxyBenchResult {
+  date: string;
+  durationSeconds: number;
+  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  options: Required<Omit<ProxyBenchOptions, 'log' | 'relayEnv' | 'agentEnv'>>;
+  paths: PathResult[];
+  goals: Goal[];
+}
+
+const ALL_PATHS: PathName[] = ['direct', 'nginx', 'ssh', 'porthole'];
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+function emptyTransfer(): TransferSummary {
+  return { runsMBps: [], medianMBps: NaN };
+}
+
+async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (s: string) => void): Promise<PathResult> {
+  const r: PathResult = {
+    name: path.name,
+    label: path.label,
+    ok: true,
+    notes: [...path.notes],
+    download: emptyTransfer(),
+    upload: emptyTransfer(),
+  };
+  const size = o.sizeMiB * MiB;
+  const sides = [path.farEnd, path.nearEnd];
+  const cpu: { down: (number | undefined)[]; up: (number | undefined)[] } = { down: [], up: [] };
+
+  log(`  ${path.label}: warm-up (${o.warmupMiB} MiB each way)`);
+  await download(path.target, o.warmupMiB * MiB);
+  await upload(path.target, o.warmupMiB * MiB);
+
+  for (const dir of ['down', 'up'] as const) {
+    const before = sides.map((s) => s?.meter());
+    for (let i = 0; i < o.runs; i++) {
+      const t = dir === 'down' ? await download(path.target, size) : await upload(path.target, size);
+      (dir === 'down' ? r.download : r.upload).runsMBps.push(t.mbps);
+      log(`  ${path.label}: ${dir === 'down' ? 'download' : 'upload'} ${i + 1}/${o.runs}: ${fmt(t.mbps)} MB/s`);
+    }
+    const after = sides.map((s) => s?.meter());
+    cpu[dir] = sides.map((_, i) => {
+      const a = after[i];
+      const b = before[i];
+      return a !== undefined && b !== undefined ? a - b : undefined;
+    });
+  }
+  r.download.medianMBps = median(r.download.runsMBps);
+  r.upload.medianMBps = median(r.upload.runsMBps);
+  const gib = (size * o.runs) / GiB;
+  const cpuResult = (i: number): CpuResult | undefined => {
+    const side = sides[i];
+    const d = cpu.down[i];
+    const u = cpu.up[i];
+    if (!side || d === undefined || u === undefined) return undefined;
+    return { label: side.label, downSecPerGiB: d / gib, upSecPerGiB: u / gib, secPerGiB: (d + u) / (2 * gib) };
+  };
+  r.farEnd = cpuResult(0);
+  r.nearEnd = cpuResult(1);
+
+  log(`  ${path.label}: latency, 1 connection, ${o.latency1Ms / 1000} s`);
+  r.latency1 = await latency(path.target, { connections: 1, durationMs: o.latency1Ms });
+  log(`  ${path.label}: latency, ${o.connections} connections, ${o.latencyNMs / 1000} s`);
+  r.latencyN = await latency(path.target, { connections: o.connections, durationMs: o.latencyNMs });
+  return r;
+}
+
+function goalsOf(paths: PathResult[]): Goal[] {
+  const get = (n: PathName) => paths.find((p) => p.name === n && p.ok);
+  const ph = get('porthole');
+  const ssh = get('ssh');
+  const direct = get('direct');
+  const goals: Goal[] = [];
+  {
+    const a = ph?.download.medianMBps;
+    const b = ssh?.download.medianMBps;
+    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
+    goals.push({
+      id: 'download',
+      description: "Porthole download throughput ≥ ssh -L's",
+      pass: known ? (a as number) >= (b as number) : undefined,
+      detail: known ? `${fmt(a)} vs ${fmt(b)} MB/s (${ratio(a, b)})` : 'not measured',
+    });
+  }
+  {
+    const a = ph?.farEnd?.secPerGiB;
+    const b = ssh?.farEnd?.secPerGiB;
+    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
+    goals.push({
+      id: 'cpu',
+      description: "agent CPU per GiB ≤ sshd's (the printer side of ssh -L)",
+      pass: known ? (a as number) <= (b as number) : undefined,
+      detail: known ? `${fmt(a, 2)} vs ${fmt(b, 2)} CPU s/GiB (${ratio(a, b)})` : 'not measured',
+    });
+  }
+  {
+    const a = ph?.latency1?.p50Ms;
+    const b = direct?.latency1?.p50Ms;
+    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
+    const over = known ? (a as number) - (b as number) : NaN;
+    goals.push({
+      id: 'overhead',
+      description: 'p50 small-request overhead over direct < 1 ms (1 keep-alive connection)',
+      pass: known ? over < 1 : undefined,
+      detail: known ? `+${fmt(over, 3)} ms (${fmt(a, 3)} vs ${fmt(b, 3)} ms)` : 'not measured',
+    });
+  }
+  return goals;
+}
+
+/** Runs the benchmark. Always stops what it started, even when a path fails. */
+export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBenchResult> {
+  const started = Date.now();
+  const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const o: ProxyBenchResult['options'] = {
+    sizeMiB: opts.sizeMiB ?? 256,
+    runs: opts.runs ?? 3,
+    paths: opts.paths ?? ALL_PATHS,
+    connections: opts.connections ?? 50,
+    latency1Ms: opts.latency1Ms ?? 3_000,
+    latencyNMs: opts.latencyNMs ?? 5_000,
+    warmupMiB: opts.warmupMiB ?? 16,
+  };
+  const results: PathResult[] = [];
+  const origin = await startBenchOrigin();
+  try {
+    for (const name of o.paths) {
+      log(`${name}: starting`);
+      let path: ProxyPath | undefined;
+      try {
+        path =
+          name === 'direct'
+            ? directPath(origin.port, origin.proc.pid)
+            : name === 'nginx'
+              ? await nginxPath(origin.port)
+              : name === 'ssh'
+                ? await sshPath(origin.port)
+                : await portholePath(origin.port, { relayEnv: opts.relayEnv, agentEnv: opts.agentEnv });
+        results.push(await benchPath(path, o, log));
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        log(`${name}: FAILED: ${message}`);
+        results.push({
+          name,
+          label: path?.label ?? name,
+          ok: false,
+          error: message,
+          notes: path?.notes ?? [],
+          download: emptyTransfer(),
+          upload: emptyTransfer(),
+        });
+      } finally {
+        await path?.stop();
+      }
+    }
+  } finally {
+    await origin.close();
+    await stopAll();
+  }
+  const c = cpus();
+  return {
+    date: new Date(started).toISOString(),
+    durationSeconds: (Date.now() - started) / 1000,
+    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    options: o,
+    paths: results,
+    goals: goalsOf(results),
+  };
+}
+
+const cpuCell = (c: CpuResult | undefined) =>
+  c ? `${fmt(c.secPerGiB, 2)} (${fmt(c.downSecPerGiB, 2)}↓ ${fmt(c.upSecPerGiB, 2)}↑) ${c.label}` : '–';
+
+function mainRows(res: ProxyBenchResult): { header: string[]; rows: string[][] } {
+  const n = res.options.connections;
+  const header = [
+    'path',
+    'down MB/s',
+    'up MB/s',
+    'p50 ms (1 conn)',
+    'p99 ms (1 conn)',
+    `p50 ms (${n} conn)`,
+    `p99 ms (${n} conn)`,
+    `req/s (${n} conn)`,
+    'far-end CPU s/GiB',
+    'near-end CPU s/GiB',
+  ];
+  const rows = res.paths.map((p) =>
+    p.ok
+      ? [
+          p.label,
+          fmt(p.download.medianMBps, 0),
+          fmt(p.upload.medianMBps, 0),
+          fmt(p.latency1?.p50Ms, 3),
+          fmt(p.latency1?.p99Ms, 3),
+          fmt(p.latencyN?.p50Ms, 2),
+          fmt(p.latencyN?.p99Ms, 2),
+          fmt(p.latencyN?.rps, 0),
+          cpuCell(p.farEnd),
+          cpuCell(p.nearEnd),
+        ]
+      : [p.label, 'failed', ...header.slice(2).map(() => '–')],
+  );
+  return { header, rows };
+}
+
+function ratioRows(res: ProxyBenchResult): { header: string[]; rows: string[][] } | undefined {
+  const ph = res.paths.find((p) => p.name === 'porthole' && p.ok);
+  if (!ph) return undefined;
+  const others = res.paths.filter((p) => p.name !== 'porthole' && p.ok);
+  if (others.length === 0) return undefined;
+  const n = res.options.connections;
+  const metrics: [string, (p: PathResult) => number | undefined][] = [
+    ['download MB/s', (p) => p.download.medianMBps],
+    ['upload MB/s', (p) => p.upload.medianMBps],
+    ['p50 latency (1 conn)', (p) => p.latency1?.p50Ms],
+    [`p99 latency (${n} conn)`, (p) => p.latencyN?.p99Ms],
+    [`req/s (${n} conn)`, (p) => p.latencyN?.rps],
+  ];
+  const rows = metrics.map(([label, f]) => [label, ...others.map((o) => ratio(f(ph), f(o)))]);
+  const ssh = others.find((o) => o.name === 'ssh');
+  if (ssh) rows.push(['far-end CPU/GiB (agent ÷ sshd)', ...others.map((o) => (o === ssh ? ratio(ph.farEnd?.secPerGiB, ssh.farEnd?.secPerGiB) : '–'))]);
+  return { header: ['Porthole ÷', ...others.map((o) => o.label)], rows };
+}
+
+const verdict = (g: Goal) => (g.pass === undefined ? 'N/A ' : g.pass ? 'PASS' : 'FAIL');
+
+function describeRun(res: ProxyBenchResult): string {
+  const o = res.options;
+  return (
+    `${o.sizeMiB} MiB transfers on one connection (median of ${o.runs}), small GETs for ${o.latency1Ms / 1000} s ` +
+    `on 1 and ${o.latencyNMs / 1000} s on ${o.connections} keep-alive connections; all on 127.0.0.1; ` +
+    `${res.environment.cpus}× ${res.environment.cpuModel}, Node ${res.environment.node}, Linux ${res.environment.kernel}; ` +
+    `${res.date}, ${Math.round(res.durationSeconds)} s.`
+  );
+}
+
+/** The result as plain text: the table, Porthole's ratios, the goals, and any failures. */
+export function renderProxyText(res: ProxyBenchResult): string {
+  const out: string[] = ['Porthole proxy benchmark', describeRun(res), ''];
+  const m = mainRows(res);
+  out.push(textTable(m.header, m.rows), '');
+  const r = ratioRows(res);
+  if (r) out.push(textTable(r.header, r.rows), '');
+  for (const g of res.goals) out.push(`${verdict(g)}  ${g.description}: ${g.detail}`);
+  const notes = [...new Set(res.paths.flatMap((p) => p.notes))];
+  for (const p of res.paths) if (!p.ok) out.push(`\n${p.label} failed: ${p.error}`);
+  if (notes.length) out.push('', ...notes.map((n) => `note: ${n}`));
+  out.push(
+    '',
+    'CPU s/GiB: user+system CPU seconds per GiB moved, downloads and uploads averaged (↓ download, ↑ upload); far end = the printer side',
+    '(sshd for ssh -L, the agent for Porthole), near end = the other side (ssh client, relay; nginx itself; the origin when direct).',
+  );
+  return out.join('\n');
+}
+
+/** The result as markdown, for bench/README.md. */
+export function renderProxyMarkdown(res: ProxyBenchResult): string {
+  const out: string[] = ['### Proxy benchmark', '', describeRun(res), ''];
+  const m = mainRows(res);
+  out.push(markdownTable(m.header, m.rows), '');
+  const r = ratioRows(res);
+  if (r) out.push(markdownTable(r.header, r.rows), '');
+  for (const g of res.goals) out.push(`- **${verdict(g).trim()}** ${g.description}: ${g.detail}`);
+  for (const p of res.paths) if (!p.ok) out.push(`- ${p.label} failed: \`${(p.error ?? '').split('\n')[0]}\``);
+  out.push(
+    '',
+    'CPU s/GiB is user+system CPU seconds per GiB moved, downloads and uploads averaged (↓ download only, ↑ upload only). The far end is the side ' +
+      'that runs on the printer: sshd for `ssh -L`, the agent for Porthole; the near end is the ssh client, the relay, ' +
+      'nginx itself, or the origin for the direct path.',
+  );
+  return out.join('\n');
+}
+
+function parseArgs(argv: string[]): ProxyBenchOptions & { json?: string; markdown?: string } {
+  const o: ProxyBenchOptions & { json?: string; markdown?: string } = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
+    if (a === '--quick') Object.assign(o, { sizeMiB: 32, runs: 1, latency1Ms: 1_000, latencyNMs: 1_500, warmupMiB: 4 });
+    else if (a === '--size') o.sizeMiB = Number(v());
+    else if (a === '--runs') o.runs = Number(v());
+    else if (a === '--connections') o.connections = Number(v());
+    else if (a === '--paths') o.paths = v().split(',') as PathName[];
+    else if (a === '--json') o.json = v();
+    else if (a === '--markdown') o.markdown = v();
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--connections N] [--paths direct,nginx,ssh,porthole] [--json FILE] [--markdown FILE]\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  for (const p of o.paths ?? []) if (!ALL_PATHS.includes(p)) throw new Error(`unknown path ${p}`);
+  return o;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  // Bounded no matter what: give up (and kill everything) after 20 minutes.
+  const guard = setTimeout(() => {
+    process.stderr.write('proxy bench: still running after 20 minutes, giving up\n');
+    void stopAll(1_000).finally(() => process.exit(2));
+  }, 20 * 60_000);
+  guard.unref();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      void stopAll(1_000).finally(() => process.exit(130));
+    });
+  }
+  const res = await benchProxy(args);
+  process.stdout.write(`${renderProxyText(res)}\n`);
+  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
+  if (args.markdown) await writeFile(args.markdown, `${renderProxyMarkdown(res)}\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`proxy bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    void stopAll(1_000).finally(() => process.exit(1));
+  });
+}
