@@ -68,7 +68,8 @@ export interface Origin {
   /** http://127.0.0.1:PORT */
   url: string;
   requests: RecordedRequest[];
-  /** Emits 'request' (RecordedRequest) on arrival and 'settled' (RecordedRequest) when its body completes or aborts. */
+  /** Emits 'request' (RecordedRequest) on arrival, 'settled' when its body completes or aborts,
+   * and 'response-aborted' when its response was cut before the end. */
   events: EventEmitter;
   /** Accepted TCP connections so far. */
   readonly connections: number;
@@ -419,6 +420,11 @@ export async function startOrigin(opts: OriginOptions = {}): Promise<Origin> {
     }) as typeof res.end;
     res.on('finish', () => {
       rec.responseFinished = true;
+    });
+    // The response's connection went away before the whole response was written: the client
+    // (or the tunnel) aborted the download, and the origin saw it.
+    res.on('close', () => {
+      if (!rec.responseFinished) events.emit('response-aborted', rec);
     });
     const origWriteHead = res.writeHead.bind(res) as (...a: unknown[]) => ServerResponse;
     res.writeHead = ((...a: unknown[]) => {

@@ -1,0 +1,12 @@
+export { agentUrl, dial, dialHeaders, DIAL_DEFAULTS, Tunnel, type DialOptions } from './dial.js';
+export {
+  errorFromClose,
+  errorFromNetwork,
+  errorFromStatus,
+  isPermanent,
+  parseRetryAfter,
+  PermanentError,
+  TransientError,
+  TunnelError,
+  TunnelErrorCode,
+} from './errors.js';

@@ -1,0 +1,2 @@
+export { Ingress, INGRESS_DEFAULTS, type IngressOptions } from './ingress.js';
+export { join, resetSocket, type JoinResult } from './pipe.js';

@@ -1,0 +1,80 @@
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/**
+ * Aborts a TCP connection with a reset (RST), not a FIN: the local service must see a broken
+ * connection, never a request body that merely ended early. `resetAndDestroy` exists since Node
+ * 16.17 / 18.3; it throws for non-TCP handles and errors the socket when it has no handle yet.
+ */
+export function resetSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.connecting) {
+    socket.destroy(); // no connection yet: nothing to reset
+    return;
+  }
+  const withReset = socket as Socket & { resetAndDestroy?: () => Socket };
+  if (typeof withReset.resetAndDestroy === 'function') {
+    try {
+      withReset.resetAndDestroy();
+      return;
+    } catch {
+      // not a TCP handle: fall through
+    }
+  }
+  socket.destroy();
+}
+
+export interface JoinResult {
+  /** Bytes from the tunnel to the service. */
+  readonly bytesToService: number;
+  /** Bytes from the service to the tunnel. */
+  readonly bytesFromService: number;
+  /** Whether the pair ended cleanly both ways (false: one side was reset). */
+  readonly clean: boolean;
+}
+
+/**
+ * Joins a tunnel stream and a connected local socket into one byte pipe:
+ * - backpressure both ways through pipe(): a full side pauses the other until 'drain';
+ * - half-close: the stream's end ends the socket's writing side and vice versa (the socket must
+ *   be made with allowHalfOpen so the service's FIN does not cut off what the client still sends);
+ * - an error or reset on either side destroys the other: a reset stream resets the socket, a reset
+ *   socket resets the stream (RST to the relay).
+ * Chunks pass through as they are: no copies, no per-chunk allocations here.
+ */
+export function join(stream: Duplex, socket: Socket, onDone?: (r: JoinResult) => void): void {
+  let clean = true;
+  let remaining = 2;
+  const done = () => {
+    if (--remaining > 0) return;
+    onDone?.({ bytesToService: socket.bytesWritten, bytesFromService: socket.bytesRead, clean });
+  };
+
+  stream.on('error', () => {
+    clean = false;
+    resetSocket(socket);
+  });
+  socket.on('error', () => {
+    clean = false;
+    if (!stream.destroyed) stream.destroy();
+  });
+  stream.once('close', () => {
+    // Closed without finishing both ways (destroyed under us): the service must not see a clean end.
+    if (!(stream.readableEnded && stream.writableFinished)) {
+      clean = false;
+      resetSocket(socket);
+    }
+    done();
+  });
+  socket.once('close', () => {
+    // Closed without its end having been passed on: the relay must see a reset, not a FIN.
+    if (!stream.writableEnded && !stream.destroyed) {
+      clean = false;
+      stream.destroy();
+    }
+    done();
+  });
+
+  stream.pipe(socket); // stream end → socket.end()
+  socket.pipe(stream); // socket end → stream.end()
+}

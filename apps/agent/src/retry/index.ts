@@ -1,0 +1,1 @@
+export { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from './backoff.js';
