@@ -417,14 +417,15 @@ export interface DeviceInfo {
   credential: string;
 }
 
-/** Runs the relay CLI with the relay's environment; resolves with stdout. */
+/** Runs the relay CLI with the relay's environment (and `input` on stdin); resolves with stdout. */
 export function relayCommand(
   relay: Pick<RelayProcess, 'env'> & { cli?: string },
   args: readonly string[],
   timeoutMs = 30_000,
+  input?: string,
 ): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [relay.cli ?? relayCli, ...args],
       { env: relay.env, cwd: repoRoot, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
@@ -436,6 +437,7 @@ export function relayCommand(
         }
       },
     );
+    child.stdin?.end(input ?? '');
   });
 }
 
@@ -461,9 +463,10 @@ export function findJsonWith(output: string, key: string): Record<string, unknow
 /** `porthole-relay device add --name N --slug S --json` */
 export async function addDevice(
   relay: Pick<RelayProcess, 'env'> & { cli?: string },
-  device: { name: string; slug: string },
+  device: { name: string; slug: string; owner?: string },
 ): Promise<DeviceInfo> {
-  const { stdout } = await relayCommand(relay, ['device', 'add', '--name', device.name, '--slug', device.slug, '--json']);
+  const owner = device.owner !== undefined ? ['--owner', device.owner] : [];
+  const { stdout } = await relayCommand(relay, ['device', 'add', '--name', device.name, '--slug', device.slug, ...owner, '--json']);
   const v = findJsonWith(stdout, 'credential');
   if (!v || typeof v.credential !== 'string') {
     throw new Error(`device add printed no JSON with a credential:\n${stdout}`);

@@ -20,8 +20,14 @@ export const AgentCloseCode = {
   GoingAway: 1001,
 } as const;
 
+/** What a service is, so the relay knows which requests are reads (viewer access). */
+export const SERVICE_PROFILES = ['generic', 'octoprint', 'moonraker', 'prusalink', 'camera'] as const;
+export type ServiceProfile = (typeof SERVICE_PROFILES)[number];
+
 export interface HelloService {
   name: string;
+  /** Printer software behind it; default 'generic' ('camera' for services named webcam/camera). */
+  profile?: ServiceProfile;
   /** Host header to send to this service instead of the public one. */
   hostHeader?: string;
   /** Forward the client's Authorization header (e.g. PrusaLink's digest auth). Off by default. */
@@ -72,9 +78,13 @@ export function decodeHello(header: string | undefined): Hello {
   }
   const services: HelloService[] = o.services.map((s: unknown, i) => {
     if (typeof s !== 'object' || s === null) throw new HelloError(`hello.services[${i}] must be an object`);
-    const { name, hostHeader, passAuthorization } = s as Record<string, unknown>;
+    const { name, hostHeader, passAuthorization, profile } = s as Record<string, unknown>;
     if (typeof name !== 'string' || !isValidServiceName(name)) throw new HelloError(`hello.services[${i}].name is invalid`);
     const out: HelloService = { name };
+    if (profile !== undefined) {
+      if (!SERVICE_PROFILES.includes(profile as ServiceProfile)) throw new HelloError(`hello.services[${i}].profile is unknown`);
+      out.profile = profile as ServiceProfile;
+    }
     if (hostHeader !== undefined) {
       if (typeof hostHeader !== 'string' || !HOST_RE.test(hostHeader)) {
         throw new HelloError(`hello.services[${i}].hostHeader is invalid`);

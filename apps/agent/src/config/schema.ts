@@ -1,4 +1,4 @@
-import { decodeHello, encodeHello, HELLO_VERSION, isValidServiceName, type Hello } from '@porthole/protocol';
+import { decodeHello, encodeHello, HELLO_VERSION, isValidServiceName, SERVICE_PROFILES, type Hello, type ServiceProfile } from '@porthole/protocol';
 import { z } from 'zod';
 import { isLanHost } from './lan.js';
 
@@ -13,6 +13,8 @@ export interface ServiceConfig {
   readonly hostHeader?: string;
   /** Forward the client's Authorization header (PrusaLink digest auth). */
   readonly passAuthorization?: boolean;
+  /** The printer software behind it, so the relay knows what a viewer may read. */
+  readonly profile?: ServiceProfile;
 }
 
 export interface RouteConfig {
@@ -108,6 +110,7 @@ const serviceSchema = z.strictObject(
       .regex(HOST_HEADER_RE, 'must be a host name, optionally with :port')
       .optional(),
     passAuthorization: z.boolean(typed('true or false')).optional(),
+    profile: z.enum(SERVICE_PROFILES, typed(`one of ${SERVICE_PROFILES.join(', ')}`)).optional(),
   },
   typed('an object'),
 );
@@ -203,6 +206,7 @@ export function helloFor(config: Pick<AgentConfig, 'services' | 'routes'>, agent
       name: s.name,
       ...(s.hostHeader !== undefined ? { hostHeader: s.hostHeader } : {}),
       ...(s.passAuthorization === true ? { passAuthorization: true } : {}),
+      ...(s.profile !== undefined ? { profile: s.profile } : {}),
     })),
     routes: config.routes.map((r) => ({ path: r.path, service: r.service, stripPrefix: r.stripPrefix })),
   };
@@ -219,6 +223,7 @@ export function toAgentConfig(c: Parsed): AgentConfig {
       port: s.url.port,
       ...(s.hostHeader !== undefined ? { hostHeader: s.hostHeader } : {}),
       ...(s.passAuthorization !== undefined ? { passAuthorization: s.passAuthorization } : {}),
+      ...(s.profile !== undefined ? { profile: s.profile } : {}),
     };
   }
   return {

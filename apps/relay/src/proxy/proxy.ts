@@ -2,6 +2,8 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { HelloService } from '@porthole/protocol';
+import { WsClientFilter } from '../access/ws-filter.js';
 import type { DeviceTunnel } from '../tunnel/device-tunnel.js';
 import { OpenStreamError } from '../tunnel/device-tunnel.js';
 import type { TunnelRegistry } from '../tunnel/registry.js';
@@ -16,14 +18,26 @@ export interface DeviceLookup {
 
 /** The access decision for one request to a device. The accounts layer supplies it. */
 export type Decision =
-  | { allow: true; role?: string }
+  | {
+      allow: true;
+      role?: string;
+      /** Keep a long-lived exchange cuttable: `cut` runs when its session ends. Returns an untrack. */
+      track?: (cut: () => void) => () => void;
+      /** Check each client message of this WebSocket (viewers on Moonraker). */
+      wsFilter?: (text: string) => boolean;
+      /** A refreshed session cookie to send with the response. */
+      setCookie?: string;
+    }
   | { allow: false; status: number; headers?: Record<string, string>; title: string; body: string };
 
 export interface AccessContext {
   req: IncomingMessage;
   slug: string;
   deviceId: string;
+  /** The path and query as the printer will see them (after a route's prefix is stripped). */
   path: string;
+  query: string;
+  service: HelloService;
   upgrade: boolean;
 }
 
@@ -38,6 +52,9 @@ export interface ProxyOptions {
   trustProxy: boolean;
   /** Time to wait for the printer's response headers. */
   responseTimeoutMs: number;
+  /** Paths under /_porthole/ on a device host belong to the relay (handoff, share links): never
+   * forwarded. Return true when handled. */
+  relayPaths?: (req: IncomingMessage, res: ServerResponse, slug: string) => Promise<boolean>;
 }
 
 export interface Proxy {
@@ -74,7 +91,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
     slug: string,
     upgrade: boolean,
   ): Promise<
-    | { ok: true; tunnel: DeviceTunnel; service: ReturnType<DeviceTunnel['route']> & object; target: string }
+    | {
+        ok: true;
+        tunnel: DeviceTunnel;
+        service: ReturnType<DeviceTunnel['route']> & object;
+        target: string;
+        decision: Extract<Decision, { allow: true }>;
+      }
     | { ok: false; status: number; title: string; body: string; headers?: Record<string, string> }
   > {
     const checked = checkedPath(req.url ?? '/');
@@ -82,18 +105,34 @@ export function createProxy(opts: ProxyOptions): Proxy {
       return { ok: false, status: 400, title: 'Bad request', body: '<h1>Bad request</h1><p>This address is not allowed.</p>' };
     }
     const tunnel = registry.getBySlug(slug);
-    if (tunnel === undefined) return { ok: false, ...(await offline(slug)) };
-    const decision = await opts.authorize({ req, slug, deviceId: tunnel.info.deviceId, path: checked.path, upgrade });
-    if (!decision.allow) return { ok: false, ...decision };
+    if (tunnel === undefined) {
+      // Offline: the page names the device, so it too is only for someone allowed to see it.
+      const device = await opts.devices.findBySlug(slug).catch(() => null);
+      if (device !== null) {
+        const gate = await opts.authorize({ req, slug, deviceId: device.id, path: checked.path, query: checked.query, service: { name: 'offline' }, upgrade });
+        if (!gate.allow) return { ok: false, ...gate };
+      }
+      return { ok: false, ...(await offline(slug)) };
+    }
     const routed = tunnel.route(checked.path);
+    let path = checked.path;
+    if (routed !== undefined && routed.route.stripPrefix === true) {
+      path = path.length >= routed.route.path.length ? `/${path.slice(routed.route.path.length)}` : '/';
+    }
+    const decision = await opts.authorize({
+      req,
+      slug,
+      deviceId: tunnel.info.deviceId,
+      path,
+      query: checked.query,
+      service: routed?.service ?? { name: 'none' },
+      upgrade,
+    });
+    if (!decision.allow) return { ok: false, ...decision };
     if (routed === undefined) {
       return { ok: false, status: 404, title: 'Not found', body: '<h1>Not found</h1><p>No route on this printer for this path.</p>' };
     }
-    let path = checked.path;
-    if (routed.route.stripPrefix === true) {
-      path = path.length >= routed.route.path.length ? `/${path.slice(routed.route.path.length)}` : '/';
-    }
-    return { ok: true, tunnel, service: routed, target: path + checked.query };
+    return { ok: true, tunnel, service: routed, target: path + checked.query, decision };
   }
 
   function handleRequest(req: IncomingMessage, res: ServerResponse, slug: string): void {
@@ -101,20 +140,35 @@ export function createProxy(opts: ProxyOptions): Proxy {
     const rlog = log.child({ reqId, device: slug });
     inFlight++;
     res.once('close', () => inFlight--);
-    resolve(req, slug, false).then(
-      (r) => {
+    const relayOwned = (req.url ?? '').startsWith('/_porthole/') && opts.relayPaths !== undefined;
+    (relayOwned ? opts.relayPaths!(req, res, slug) : Promise.resolve(false))
+      .then(async (handled) => {
+        if (handled) return;
+        if (relayOwned) {
+          sendPage(res, 404, 'Not found', '<h1>Not found</h1>');
+          return;
+        }
+        const r = await resolve(req, slug, false);
         if (!r.ok) {
           sendPage(res, r.status, r.title, r.body, r.headers);
           req.resume();
           return;
         }
+        if (r.decision.setCookie !== undefined) res.appendHeader('set-cookie', r.decision.setCookie);
+        if (r.decision.track !== undefined) {
+          const untrack = r.decision.track(() => {
+            req.destroy();
+            res.destroy();
+          });
+          res.once('close', untrack);
+        }
         forward(req, res, r.tunnel, r.service.service.name, r.target, forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy }), rlog, true);
-      },
-      (e: Error) => {
+      })
+      .catch(
+(e: Error) => {
         rlog.error({ err: e }, 'proxy failed');
         sendPage(res, 500, 'Relay error', '<h1>Something went wrong on the relay</h1>');
-      },
-    );
+      });
   }
 
   function forward(
@@ -146,7 +200,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
     proxyReq.on('response', (proxyRes) => {
       clearTimeout(headersTimer);
       responded = true;
-      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, responseHeaders(proxyRes.rawHeaders));
+      const outHeaders = responseHeaders(proxyRes.rawHeaders);
+      const relayCookie = res.getHeader('set-cookie');
+      if (relayCookie !== undefined) {
+        res.removeHeader('set-cookie');
+        for (const c of Array.isArray(relayCookie) ? relayCookie : [String(relayCookie)]) outHeaders.push('Set-Cookie', c);
+      }
+      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, outHeaders);
       if (method === 'HEAD') res.flushHeaders();
       proxyRes.pipe(res);
       proxyRes.on('error', () => res.destroy());
@@ -201,6 +261,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, slug: string): void {
     const rlog = log.child({ reqId: randomUUID(), device: slug });
+    if ((req.url ?? '').startsWith('/_porthole/')) {
+      refuseUpgrade(socket, 404, 'Not found', '<h1>Not found</h1>');
+      return;
+    }
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
       refuseUpgrade(socket, 400, 'Bad request', '<h1>Only WebSocket upgrades are supported</h1>');
       return;
@@ -215,6 +279,9 @@ export function createProxy(opts: ProxyOptions): Proxy {
           return;
         }
         const headers = forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy, upgrade: true });
+        const filter = r.decision.wsFilter !== undefined ? new WsClientFilter(r.decision.wsFilter) : undefined;
+        // A filtered socket must stay readable: no compression extension for the printer to accept.
+        if (filter !== undefined) delete headers['sec-websocket-extensions'];
         let stream;
         try {
           stream = await r.tunnel.openStream(r.service.service.name, { via: 'websocket', remote: clientAddress(req) });
@@ -228,11 +295,28 @@ export function createProxy(opts: ProxyOptions): Proxy {
           stream.destroy();
           return;
         }
+        if (r.decision.track !== undefined) {
+          const untrack = r.decision.track(() => {
+            socket.destroy();
+            stream.destroy();
+          });
+          socket.once('close', untrack);
+        }
         stream.write(requestHead(req.method ?? 'GET', r.target, headers));
-        if (head.length > 0) stream.write(head);
         // Both directions with backpressure; either side failing tears down the other
         // (a reset, never a clean close that could pass for a finished exchange).
-        socket.pipe(stream);
+        if (filter !== undefined) {
+          filter.on('violation', (reason: string) => {
+            rlog.warn({ reason }, 'viewer websocket message refused');
+            socket.destroy();
+            stream.destroy();
+          });
+          if (head.length > 0) filter.write(head);
+          socket.pipe(filter).pipe(stream);
+        } else {
+          if (head.length > 0) stream.write(head);
+          socket.pipe(stream);
+        }
         stream.pipe(socket);
         stream.on('error', () => socket.destroy());
         socket.on('error', () => stream.destroy());
