@@ -3,12 +3,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { deterministicBlocks, expectedSha256 } from './src/bytes.js';
 import { startFfmpegCamera, type FfmpegCamera } from './src/camera.js';
 import { collectFrames, isJpeg } from './src/mjpeg.js';
+import { signInToDevice } from './src/auth.js';
 import { startOrigin, type Origin, type RecordedRequest } from './src/origin.js';
 import {
   addDevice,
@@ -16,7 +16,10 @@ import {
   deviceHost,
   deviceRequest,
   deviceRequestOptions,
+  deviceDefaults,
   deviceStream,
+  freePort,
+  relayCommand,
   startAgent,
   startRelay,
   stopAll,
@@ -35,17 +38,6 @@ let relay: RelayProcess;
 let device: DeviceInfo;
 let agent: AgentProcess;
 let relayPort: number;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-    s.on('error', reject);
-  });
-}
 
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -153,8 +145,12 @@ async function startTheAgent(): Promise<AgentProcess> {
 beforeAll(async () => {
   [origin, camera, relayPort] = await Promise.all([startOrigin(), startFfmpegCamera({ fps: 15 }), freePort()]);
   relay = await startRelay({ port: relayPort });
-  device = await addDevice(relay, { name: 'Test MK3S', slug: SLUG });
+  await relayCommand(relay, ['user', 'add', '--username', 'maker', '--password-stdin'], 30_000, 'print all the benchies');
+  device = await addDevice(relay, { name: 'Test MK3S', slug: SLUG, owner: 'maker' });
   agent = await startTheAgent();
+  // Every request below is a signed-in owner's: the access rules have their own suite.
+  const { cookie } = await signInToDevice(relay, { username: 'maker', password: 'print all the benchies', slug: SLUG });
+  deviceDefaults.headers.cookie = cookie;
 }, 60_000);
 
 afterAll(async () => {
@@ -231,7 +227,7 @@ describe('HTTP through the tunnel', () => {
   it('sets X-Forwarded-* and never forwards the relay cookies or Authorization', async () => {
     const r = await deviceRequest(relayPort, SLUG, {
       path: '/echo-headers',
-      headers: { cookie: 'porthole_session=secret; octo=1', authorization: 'Bearer relay', 'x-forwarded-for': '6.6.6.6' },
+      headers: { cookie: `porthole_session=secret; ${deviceDefaults.headers.cookie}; octo=1`, authorization: 'Bearer relay', 'x-forwarded-for': '6.6.6.6' },
     });
     const h = r.json<{ headers: Record<string, string> }>().headers;
     expect(h['x-forwarded-for']).toBe('127.0.0.1');
@@ -272,7 +268,7 @@ describe('aborts and failures', () => {
   });
 
   it('a WebSocket echoes text and binary through the tunnel', async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${relayPort}/websocket`, { headers: { host: deviceHost(relayPort, SLUG) } });
+    const ws = new WebSocket(`ws://127.0.0.1:${relayPort}/websocket`, { headers: { host: deviceHost(relayPort, SLUG), ...deviceDefaults.headers } });
     await new Promise((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);

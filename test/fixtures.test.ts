@@ -26,7 +26,9 @@ import {
   startRelay,
   stopAll,
   tempDir,
+  relayCommand,
 } from './src/procs.js';
+import { signInToDevice } from './src/auth.js';
 
 /** The process no longer runs (exited, or a zombie nobody has reaped yet). */
 function gone(pid: number): boolean {
@@ -483,17 +485,19 @@ describe('process helpers with the real relay and agent', () => {
     const origin = await startOrigin({ frames: 'tiny' });
     try {
       const relay = await startRelay();
-      const device = await addDevice(relay, { name: 'Fixture printer', slug: 'fixture' });
+      await relayCommand(relay, ['user', 'add', '--username', 'fixture-owner', '--password-stdin'], 30_000, 'a long enough passphrase');
+      const device = await addDevice(relay, { name: 'Fixture printer', slug: 'fixture', owner: 'fixture-owner' });
       expect(device.slug).toBe('fixture');
       expect(device.credential.length).toBeGreaterThan(16);
       const agent = await startAgent({
         config: agentConfig({ relay, credential: device.credential, ui: origin.url, webcam: origin.url }),
       });
       expect(agent.running).toBe(true);
-      const res = await deviceRequest(relay, 'fixture', { path: '/echo-headers' });
+      const { cookie } = await signInToDevice(relay, { username: 'fixture-owner', password: 'a long enough passphrase', slug: 'fixture' });
+      const res = await deviceRequest(relay, 'fixture', { path: '/echo-headers', headers: { cookie } });
       expect(res.status).toBe(200);
       expect(res.json()).toMatchObject({ headers: { host: `fixture.localhost:${relay.port}` } });
-      const cam = await collectFrames(deviceRequestOptions(relay, 'fixture', { path: '/webcam/?action=stream' }), 3);
+      const cam = await collectFrames(deviceRequestOptions(relay, 'fixture', { path: '/webcam/?action=stream', headers: { cookie } }), 3);
       expect(cam.frames.every((f) => isJpeg(f.body))).toBe(true);
       // stripPrefix: the camera service saw /?action=stream
       expect(origin.find('/?action=stream').length).toBeGreaterThan(0);

@@ -392,6 +392,12 @@ export async function startOrigin(opts: OriginOptions = {}): Promise<Origin> {
         });
         return;
       default:
+        // Printer API reads (OctoPrint /api/*, Moonraker /printer/* and /server/*) answer like a
+        // printer would, so access tests can tell "reached the printer" from "refused".
+        if (/^\/(api|printer|server|machine)\//.test(path)) {
+          json(res, 200, { ok: true, path });
+          return;
+        }
         json(res, 404, { error: 'not found', path });
     }
   };

@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import type { Agent, IncomingHttpHeaders, IncomingMessage, RequestOptions } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -361,6 +362,18 @@ export interface RelayProcess extends ManagedProcess {
   close(): Promise<void>;
 }
 
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
 export async function startRelay(opts: RelayOptions = {}): Promise<RelayProcess> {
   const cli = opts.cli ?? relayCli;
   if (!existsSync(cli)) throw new Error(`relay CLI not built: ${cli} (run npm run build)`);
@@ -371,7 +384,8 @@ export async function startRelay(opts: RelayOptions = {}): Promise<RelayProcess>
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORTHOLE_DATA_DIR: dataDir,
-    PORTHOLE_PORT: String(opts.port ?? 0),
+    // A fixed free port, not 0: the relay's public URL (redirects, share links) names it.
+    PORTHOLE_PORT: String(opts.port ?? (await freePort())),
     PORTHOLE_HOST: '127.0.0.1',
     PORTHOLE_DOMAIN: domain,
     ...opts.env,
@@ -602,6 +616,9 @@ export function deviceHost(relay: RelayRef, slug: string, domain = 'localhost'):
   return `${slug}.${domain}:${typeof relay === 'number' ? relay : relay.port}`;
 }
 
+/** Headers added to every device request made with these helpers (e.g. a signed-in cookie). */
+export const deviceDefaults: { headers: Record<string, string> } = { headers: {} };
+
 /** http.request options for a request to 127.0.0.1:relayPort with the device's Host. */
 export function deviceRequestOptions(relay: RelayRef, slug: string, opts: DeviceRequestOptions = {}): RequestOptions {
   const port = typeof relay === 'number' ? relay : relay.port;
@@ -610,7 +627,7 @@ export function deviceRequestOptions(relay: RelayRef, slug: string, opts: Device
     port,
     method: opts.method ?? 'GET',
     path: opts.path ?? '/',
-    headers: { host: deviceHost(port, slug, opts.domain), ...opts.headers },
+    headers: { host: deviceHost(port, slug, opts.domain), ...deviceDefaults.headers, ...opts.headers },
     // No hidden pooling by default (Node 20's global agent keeps connections alive).
     agent: opts.agent ?? false,
   };

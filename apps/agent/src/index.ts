@@ -7,5 +7,7 @@ export * from './supervisor/index.js';
 export { createLogger, LogField, REDACT_PATHS, type Logger, type LoggerOptions } from './log.js';
 export { realClock, type Clock } from './clock.js';
 export { createAgent, runCommand, CONFIG_ENV, type AgentDeps } from './commands/run.js';
+export { createPairCommand, pairCommand, writeFileAtomic, EXIT_FAILED, type PairDeps } from './commands/pair.js';
+export * from './pairing/client.js';
 export { main, COMMANDS, helpText, type Command, type CommandContext } from './main.js';
 export { AGENT_VERSION } from './version.js';

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { pairCommand } from './commands/pair.js';
 import { runCommand } from './commands/run.js';
 import type { Command, CommandContext } from './commands/types.js';
 import { ExitCode } from './supervisor/index.js';
@@ -6,9 +7,10 @@ import { AGENT_VERSION } from './version.js';
 
 export type { Command, CommandContext } from './commands/types.js';
 
-/** Subcommands; pairing and doctor join this table. */
+/** Subcommands; doctor joins this table. */
 export const COMMANDS: Readonly<Record<string, Command>> = Object.freeze({
   run: runCommand,
+  pair: pairCommand,
 });
 
 export function helpText(): string {

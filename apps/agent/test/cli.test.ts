@@ -71,7 +71,7 @@ describe('porthole-agent CLI', () => {
     const c = context();
     expect(await main(['--help'], c.ctx)).toBe(0);
     expect(c.out()).toContain('Usage: porthole-agent <command>');
-    expect(c.out()).toMatch(/\n {2}run {2}connect to the relay/);
+    expect(c.out()).toMatch(/\n {2}run +connect to the relay/);
     const r = context();
     expect(await main(['run', '--help'], r.ctx)).toBe(0);
     expect(r.out()).toContain('--config PATH');

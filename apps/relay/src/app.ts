@@ -5,6 +5,8 @@ import { AGENT_PATH, type SessionConfig } from '@porthole/protocol';
 import { classifyHost } from './proxy/host.js';
 import { createProxy, type Authorize, type DeviceLookup, type Proxy } from './proxy/proxy.js';
 import { sendPage } from './proxy/pages.js';
+import { pairingRoutes } from './pairing/routes.js';
+import type { PairingService } from './pairing/service.js';
 import { createAgentEndpoint, type AgentAuthenticator } from './tunnel/agent-endpoint.js';
 import { TunnelRegistry } from './tunnel/registry.js';
 
@@ -15,6 +17,12 @@ export interface RelayAppOptions {
   devices: DeviceLookup & AgentAuthenticator;
   /** Decides every request to a device. Required: there is no default that lets anyone in. */
   authorize: Authorize;
+  /** /_porthole/* on device hosts (handoff, share links): the relay's, never forwarded. */
+  relayPaths?: (req: http.IncomingMessage, res: http.ServerResponse, slug: string) => Promise<boolean>;
+  /** The relay's own routes (dashboard, API), registered before the app is ready. */
+  routes?: (app: FastifyInstance, registry: TunnelRegistry) => Promise<void>;
+  /** Device pairing: the agent-facing /_porthole/pair/* routes. Off when absent. */
+  pairing?: PairingService;
   session?: Partial<SessionConfig>;
   responseTimeoutMs?: number;
   openTimeoutMs?: number;
@@ -41,6 +49,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     log: opts.log.child({ component: 'proxy' }),
     trustProxy: opts.trustProxy,
     responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
+    ...(opts.relayPaths !== undefined ? { relayPaths: opts.relayPaths } : {}),
   });
   const agents = createAgentEndpoint({
     registry,
@@ -87,10 +96,8 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
   server.keepAliveTimeout = 65_000;
 
   app.get('/healthz', async () => ({ ok: true }));
-  app.get('/', async (_req, reply) => {
-    reply.type('text/html; charset=utf-8').header('cache-control', 'no-store');
-    return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>Porthole</title></head><body style="font:16px system-ui;padding:2rem 1.25rem;max-width:32rem"><h1>Porthole relay</h1><p>${registry.size} printer${registry.size === 1 ? '' : 's'} connected.</p><p>Open a printer at <code>https://NAME.${opts.domain}</code>.</p></body></html>`;
-  });
+  if (opts.routes !== undefined) await opts.routes(app, registry);
+  if (opts.pairing !== undefined) await app.register(pairingRoutes, { pairing: opts.pairing });
   app.addHook('onClose', async () => agents.close());
   await app.ready();
   return { app, server, registry, proxy };

@@ -4,20 +4,32 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { loadConfig, type RelayConfig } from './config.js';
 import { openDatabase, type Database } from './db/index.js';
+import { UserStore } from './accounts/users.js';
 import { DeviceStore, type Device } from './devices.js';
 import { isRelayError, RelayError } from './errors.js';
 import { createLogger } from './log.js';
+import { adminRequest, adminSocketPath, AdminSocketUnavailable, type AdminResponse } from './pairing/admin-socket.js';
 
 const USAGE = `Usage: porthole-relay [--config PATH] <command>
 
 Commands:
   start                              run the relay
   migrate                            apply database migrations and exit
-  device add --name NAME [--slug SLUG] [--json]
-                                     add a device; prints its credential (once) and an agent config
+  device add --name NAME [--slug SLUG] [--owner USERNAME] [--json]
+                                     add a device; prints its credential (once) and an agent config;
+                                     --owner gives USERNAME the owner role (else nobody can open it)
   device list [--json]               list devices
   device revoke SLUG                 revoke a device's credential (it can no longer connect)
   device remove SLUG                 delete a device
+  pair approve CODE --owner USERNAME [--name NAME] [--slug SLUG] [--json]
+                                     approve the code an agent shows (porthole-agent pair):
+                                     creates the device, owned by USERNAME; the agent gets
+                                     its credential. Asks the running relay (same --config).
+  pair deny CODE                     refuse a pairing code
+  user add --username NAME [--admin] [--password-stdin]
+                                     add an account; reads the password from stdin (or prompts)
+  user list [--json]                 list accounts
+  pair list [--json]                 list pairing codes waiting for approval
 
 Options:
   --config PATH   JSON config file (default: $PORTHOLE_CONFIG); PORTHOLE_* variables override it
@@ -44,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
         name: { type: 'string' },
         slug: { type: 'string' },
+        owner: { type: 'string' },
+        username: { type: 'string' },
+        admin: { type: 'boolean' },
+        'password-stdin': { type: 'boolean' },
       },
     });
   } catch (e) {
@@ -58,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     const [command, sub, ...rest] = positionals;
     const flags = (allowed: string[]) => {
-      for (const k of ['name', 'slug', 'json'] as const) {
+      for (const k of ['name', 'slug', 'json', 'owner', 'username', 'admin', 'password-stdin'] as const) {
         if (values[k] !== undefined && !allowed.includes(k)) throw new UsageError(`--${k} does not apply to this command`);
       }
     };
@@ -82,6 +98,10 @@ async function main(argv: string[]): Promise<number> {
         });
       case 'device':
         return await device(sub, rest, values, flags, config);
+      case 'pair':
+        return await pair(sub, rest, values, flags, config);
+      case 'user':
+        return await user(sub, rest, values, flags, config);
       case undefined:
         throw new UsageError('missing command');
       default:
@@ -89,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     if (e instanceof UsageError) return usage(e.message);
-    if (isRelayError(e)) {
+    if (isRelayError(e) || e instanceof AdminSocketUnavailable) {
       err(`porthole-relay: ${e.message}`);
       return 1;
     }
@@ -100,7 +120,15 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-type Values = { name?: string; slug?: string; json?: boolean };
+type Values = {
+  name?: string;
+  slug?: string;
+  json?: boolean;
+  owner?: string;
+  username?: string;
+  admin?: boolean;
+  'password-stdin'?: boolean;
+};
 
 async function device(
   sub: string | undefined,
@@ -117,13 +145,18 @@ async function device(
   };
   switch (sub) {
     case 'add': {
-      flags(['name', 'slug', 'json']);
+      flags(['name', 'slug', 'json', 'owner']);
       if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
       if (values.name === undefined) throw new UsageError('device add needs --name NAME');
       const c = config();
       return withDatabase(c, async (db) => {
         const store = new DeviceStore(db);
+        const owner = values.owner === undefined ? null : await new UserStore({ prisma: db.prisma }).findByUsername(values.owner);
+        if (values.owner !== undefined && owner === null) throw new RelayError('RELAY_PAIRING_OWNER', [values.owner]);
         const { device, credential } = await store.create({ name: values.name!, slug: values.slug });
+        if (owner !== null) {
+          await db.prisma.membership.create({ data: { userId: owner.id, deviceId: device.id, role: 'owner' } });
+        }
         if (values.json) {
           out(JSON.stringify({ id: device.id, slug: device.slug, credential }));
           return 0;
@@ -178,6 +211,141 @@ async function device(
       throw new UsageError(`unknown device subcommand "${sub}"`);
   }
 }
+
+/** `user …`: accounts. The password comes from stdin, never from the command line. */
+async function user(
+  sub: string | undefined,
+  rest: string[],
+  values: Values,
+  flags: (allowed: string[]) => void,
+  config: () => RelayConfig,
+): Promise<number> {
+  if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+  switch (sub) {
+    case 'add': {
+      flags(['username', 'admin', 'password-stdin', 'json']);
+      if (values.username === undefined) throw new UsageError('user add needs --username NAME');
+      const password = await readPassword(values['password-stdin'] === true);
+      return withDatabase(config(), async (db) => {
+        const u = await new UserStore({ prisma: db.prisma }).create({ username: values.username!, password, isAdmin: values.admin === true });
+        if (values.json) out(JSON.stringify({ id: u.id, username: u.username, isAdmin: u.isAdmin }));
+        else out(`Added ${u.isAdmin ? 'admin ' : ''}${u.username}.`);
+        return 0;
+      });
+    }
+    case 'list':
+      flags(['json']);
+      return withDatabase(config(), async (db) => {
+        const users = await new UserStore({ prisma: db.prisma }).list();
+        if (values.json) out(JSON.stringify(users.map((u) => ({ id: u.id, username: u.username, isAdmin: u.isAdmin }))));
+        else if (users.length === 0) out('No accounts yet. Start the relay and open its setup link, or: porthole-relay user add --admin --username NAME');
+        else for (const u of users) out(`${u.username}${u.isAdmin ? ' (admin)' : ''}${u.disabledAt ? ' disabled' : ''}`);
+        return 0;
+      });
+    case undefined:
+      throw new UsageError('user needs a subcommand: add or list');
+    default:
+      throw new UsageError(`unknown user subcommand "${sub}"`);
+  }
+}
+
+/** Reads a password from stdin (piped), or asks for it on a terminal without echo. */
+async function readPassword(fromStdin: boolean): Promise<string> {
+  if (fromStdin || !process.stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    const pw = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    if (pw.length === 0) throw new UsageError('no password on stdin');
+    return pw;
+  }
+  const { createInterface } = await import('node:readline');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const mute = rl as unknown as { _writeToOutput: (s: string) => void };
+  process.stderr.write('Password: ');
+  mute._writeToOutput = () => undefined;
+  const pw = await new Promise<string>((resolve) => rl.question('', resolve));
+  rl.close();
+  process.stderr.write('\n');
+  return pw;
+}
+
+/** `pair …`: pending pairings live in the running relay's memory, so these ask it over its admin socket. */
+async function pair(
+  sub: string | undefined,
+  rest: string[],
+  values: Values,
+  flags: (allowed: string[]) => void,
+  config: () => RelayConfig,
+): Promise<number> {
+  const code = (): string => {
+    const [c, ...extra] = rest;
+    if (c === undefined) throw new UsageError('expected CODE (as the agent shows it, e.g. ABCD-EFGH)');
+    if (extra.length) throw new UsageError(`unexpected argument ${extra[0]}`);
+    return c;
+  };
+  const ask = async (request: Parameters<typeof adminRequest>[1]): Promise<AdminResponse & { ok: true }> => {
+    const r = await adminRequest(adminSocketPath(config().dataDir), request);
+    if (!r.ok) {
+      err(`porthole-relay: ${r.message}`);
+      throw new PairFailed();
+    }
+    return r;
+  };
+  try {
+    switch (sub) {
+      case 'approve': {
+        flags(['name', 'slug', 'json', 'owner']);
+        const c = code();
+        if (values.owner === undefined) throw new UsageError('pair approve needs --owner USERNAME (the account that will own the printer)');
+        const r = await ask({
+          op: 'pair.approve',
+          code: c,
+          owner: values.owner,
+          ...(values.name !== undefined ? { name: values.name } : {}),
+          ...(values.slug !== undefined ? { slug: values.slug } : {}),
+        });
+        if (!('device' in r)) throw new Error('unexpected answer from the relay');
+        if (values.json) out(JSON.stringify(r.device));
+        else {
+          out(`Approved: "${r.device.name}" is paired as ${r.device.slug} (${deviceUrl(config(), r.device.slug)}), owned by ${values.owner}.`);
+          out('The agent receives its credential and writes its config now.');
+        }
+        return 0;
+      }
+      case 'deny': {
+        flags([]);
+        const c = code();
+        const r = await ask({ op: 'pair.deny', code: c });
+        out(`Denied ${'pairing' in r && r.pairing ? `${r.pairing.code} ("${r.pairing.name}" from ${r.pairing.remote})` : c}.`);
+        return 0;
+      }
+      case 'list': {
+        flags(['json']);
+        if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+        const r = await ask({ op: 'pair.list' });
+        const pairings = 'pairings' in r ? r.pairings : [];
+        if (values.json) out(JSON.stringify(pairings));
+        else if (pairings.length === 0) out('No pairing codes waiting. On the printer run: porthole-agent pair --relay URL');
+        else {
+          const all = [['CODE', 'NAME', 'FROM', 'AGENT', 'EXPIRES'], ...pairings.map((p) => [p.code, p.name, p.remote, p.agent, p.expiresAt])];
+          const widths = all[0]!.map((_, i) => Math.max(...all.map((row) => row[i]!.length)));
+          out(all.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n'));
+        }
+        return 0;
+      }
+      case undefined:
+        throw new UsageError('pair needs a subcommand: approve, deny or list');
+      default:
+        throw new UsageError(`unknown pair subcommand "${sub}"`);
+    }
+  } catch (e) {
+    if (e instanceof PairFailed) return 1;
+    throw e;
+  }
+}
+
+/** The relay refused the request and its message was printed. */
+class PairFailed extends Error {}
 
 async function bySlug(store: DeviceStore, slug: string): Promise<Device> {
   const d = await store.findBySlug(slug);

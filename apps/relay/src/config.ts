@@ -27,6 +27,8 @@ export interface RelayConfig {
   readonly trustProxy: boolean;
   /** How long shutdown waits for tunnels and requests to drain before cutting them. */
   readonly shutdownGraceMs: number;
+  /** First delay imposed after repeated failed logins (it doubles per failure, capped at 60 s). */
+  readonly loginDelayMs: number;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -41,6 +43,7 @@ export const DEFAULTS = {
   logLevel: 'info',
   trustProxy: false,
   shutdownGraceMs: 10_000,
+  loginDelayMs: 1_000,
 } as const satisfies Partial<Record<keyof RelayConfig, unknown>>;
 
 type Kind = 'string' | 'number' | 'boolean';
@@ -56,6 +59,7 @@ export const ENV_VARS = {
   logLevel: ['PORTHOLE_LOG_LEVEL', 'string'],
   trustProxy: ['PORTHOLE_TRUST_PROXY', 'boolean'],
   shutdownGraceMs: ['PORTHOLE_SHUTDOWN_GRACE_MS', 'number'],
+  loginDelayMs: ['PORTHOLE_LOGIN_DELAY_MS', 'number'],
 } as const satisfies Record<keyof RelayConfig, readonly [string, Kind]>;
 
 /** Names the config file when `file` is not given. */
@@ -103,6 +107,7 @@ const ConfigSchema = z.strictObject({
   logLevel: z.enum(LOG_LEVELS).default(DEFAULTS.logLevel),
   trustProxy: z.boolean().default(DEFAULTS.trustProxy),
   shutdownGraceMs: z.int().min(0).max(600_000).default(DEFAULTS.shutdownGraceMs),
+  loginDelayMs: z.int().min(1).max(60_000).default(DEFAULTS.loginDelayMs),
 });
 
 /** What a config file or `overrides` may hold: any subset of the fields. */
@@ -177,6 +182,7 @@ function derive(c: z.output<typeof ConfigSchema>, cwd: string): RelayConfig {
     logLevel: c.logLevel,
     trustProxy: c.trustProxy,
     shutdownGraceMs: c.shutdownGraceMs,
+    loginDelayMs: c.loginDelayMs,
   };
 }
 

@@ -1,10 +1,22 @@
 import type { AddressInfo } from 'node:net';
+import { AgentCloseCode } from '@porthole/protocol';
+import { createDeviceAccess } from './access/device-access.js';
+import { AuditLog } from './accounts/audit.js';
+import { HandoffStore } from './accounts/handoff.js';
+import { loadOrCreateKey } from './accounts/keys.js';
+import { SessionService } from './accounts/sessions.js';
+import { SetupTokens } from './accounts/setup.js';
+import { ShareLinkStore } from './accounts/shares.js';
+import { LoginThrottle } from './accounts/throttle.js';
+import { UserStore } from './accounts/users.js';
 import { buildRelay, type RelayApp } from './app.js';
 import type { RelayConfig } from './config.js';
 import { openDatabase } from './db/index.js';
 import { DeviceStore } from './devices.js';
 import { createLogger } from './log.js';
-import type { Authorize } from './proxy/proxy.js';
+import { adminSocketPath, startAdminSocket, type AdminSocket } from './pairing/admin-socket.js';
+import { PairingService } from './pairing/service.js';
+import { registerWeb } from './web/index.js';
 
 export interface RunningRelay extends RelayApp {
   url: string;
@@ -12,17 +24,39 @@ export interface RunningRelay extends RelayApp {
   close(): Promise<void>;
 }
 
-/**
- * Until accounts exist (issue #4) every request to a connected device is allowed: this is the
- * single hook that decides access, and the accounts layer replaces it.
- */
-const openAccess: Authorize = () => ({ allow: true });
-
 /** Opens the database (applying migrations), builds the app, listens, and wires shutdown. */
 export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   const log = createLogger(config);
   const db = await openDatabase(config, log);
+  const prisma = db.prisma;
+  const secureCookies = config.publicUrl.startsWith('https:');
   const devices = new DeviceStore(db);
+  const sessions = new SessionService({ prisma, key: await loadOrCreateKey(config.dataDir), log: log.child({ component: 'sessions' }) });
+  const audit = new AuditLog(prisma, log.child({ component: 'audit' }));
+  const users = new UserStore({ prisma });
+  const handoffs = new HandoffStore();
+  const shares = new ShareLinkStore({ prisma });
+  const setup = new SetupTokens();
+  const throttle = new LoginThrottle({ account: { baseDelayMs: config.loginDelayMs }, ip: { baseDelayMs: config.loginDelayMs } });
+  const pairing = new PairingService({ devices, prisma, log: log.child({ component: 'pairing' }), publicUrl: config.publicUrl });
+
+  let registryRef: RelayApp['registry'] | undefined;
+  const access = createDeviceAccess({
+    prisma,
+    sessions,
+    handoffs,
+    shares,
+    audit,
+    get registry() {
+      return registryRef!;
+    },
+    devices,
+    log: log.child({ component: 'access' }),
+    publicUrl: config.publicUrl,
+    domain: config.domain,
+    secureCookies,
+  });
+
   const relay = await buildRelay({
     domain: config.domain,
     trustProxy: config.trustProxy,
@@ -34,7 +68,38 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
         return r.ok ? { ok: true, device: { id: r.device.id, slug: r.device.slug, name: r.device.name } } : r;
       },
     },
-    authorize: openAccess,
+    // Every request to a device goes through this one decision; nothing passes without it.
+    authorize: access.authorize,
+    relayPaths: access.relayPaths,
+    pairing,
+    routes: async (app, registry) => {
+      registryRef = registry;
+      access.registerOpenRoute(app);
+      await registerWeb(app, {
+        prisma,
+        users,
+        sessions,
+        throttle,
+        audit,
+        devices,
+        handoffs,
+        shares,
+        pairing,
+        setup,
+        online: (deviceId) => {
+          const t = registry.get(deviceId);
+          if (t !== undefined) return { online: true, since: t.connectedAt };
+          const since = registry.lastOffline(deviceId);
+          return since !== undefined ? { online: false, since } : { online: false };
+        },
+        dropDevice: (deviceId, reason) => {
+          // The credential is revoked or the device removed: its tunnel and every session on it end now.
+          registry.drop(deviceId, AgentCloseCode.Revoked, reason);
+          sessions.revokeFor({ deviceId }).catch((e: Error) => log.error({ err: e }, 'could not end device sessions'));
+        },
+        config: { publicUrl: config.publicUrl, domain: config.domain, secureCookies },
+      });
+    },
   });
 
   relay.registry.on('online', (t) => {
@@ -47,18 +112,41 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   await relay.app.listen({ host: config.host, port: config.port });
   const port = (relay.server.address() as AddressInfo).port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  log.info({ url, port, domain: config.domain }, 'relay listening');
+  let admin: AdminSocket | undefined;
+  try {
+    admin = await startAdminSocket({ path: adminSocketPath(config.dataDir), pairing, prisma, log, audit });
+  } catch (err) {
+    log.warn({ err }, 'admin socket not started: `porthole-relay pair approve` cannot reach this relay');
+  }
+  log.info({ url, port, domain: config.domain, publicUrl: config.publicUrl }, 'relay listening');
+  if ((await users.count()) > 0) setup.close();
+  else {
+    const token = setup.current();
+    if (token !== undefined) {
+      const setupUrl = `${config.publicUrl}/setup?token=${token}`;
+      log.info({ setupUrl }, 'no account yet: open the setup link to create the first admin');
+      process.stderr.write(`\n  Porthole relay is running. Create the first admin account:\n\n    ${setupUrl}\n\n  (or: porthole-relay user add --admin --username NAME)\n\n`);
+    }
+  }
+  const sweep = setInterval(() => {
+    sessions.sweep().catch((e: Error) => log.warn({ err: e }, 'session sweep failed'));
+  }, 3600_000);
+  sweep.unref();
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       log.info({ graceMs: config.shutdownGraceMs }, 'relay shutting down');
+      clearInterval(sweep);
       relay.server.close();
       relay.server.closeIdleConnections();
+      await admin?.close();
+      await pairing.close();
       // GoAway to every agent: no new streams; the open ones finish within the grace period.
       await relay.registry.drain(config.shutdownGraceMs);
       relay.server.closeAllConnections();
       await relay.app.close();
+      await audit.flush();
       await db.close();
       log.info('relay stopped');
     })());

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       logLevel: 'info',
       trustProxy: false,
       shutdownGraceMs: 10_000,
+      loginDelayMs: 1_000,
     });
     expect(DEFAULTS.port).toBe(8080);
   });
@@ -72,6 +73,7 @@ describe('loadConfig', () => {
         PORTHOLE_LOG_LEVEL: 'warn',
         PORTHOLE_TRUST_PROXY: 'true',
         PORTHOLE_SHUTDOWN_GRACE_MS: '2500',
+        PORTHOLE_LOGIN_DELAY_MS: '50',
       },
     });
     expect(c).toEqual({
@@ -84,6 +86,7 @@ describe('loadConfig', () => {
       logLevel: 'warn',
       trustProxy: true,
       shutdownGraceMs: 2500,
+      loginDelayMs: 50,
     });
     expect(Object.keys(ENV_VARS).sort()).toEqual(Object.keys(c).sort());
   });

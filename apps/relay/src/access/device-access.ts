@@ -26,7 +26,7 @@ export interface DeviceAccessOptions {
   shares: ShareLinks;
   audit: AuditLog;
   registry: TunnelRegistry;
-  devices: { findBySlug(slug: string): Promise<{ id: string; name: string; slug: string } | null> };
+  devices: { findBySlug(slug: string): Promise<{ id: string; name: string; slug: string; revokedAt: Date | null } | null> };
   log: Logger;
   /** The relay's own origin, e.g. https://relay.example or http://localhost:8080. */
   publicUrl: string;
@@ -142,7 +142,7 @@ export function createDeviceAccess(o: DeviceAccessOptions) {
     const ip = clientAddress(req);
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const device = await o.devices.findBySlug(slug);
-    if (device === null) {
+    if (device === null || device.revokedAt !== null) {
       sendPage(res, 404, 'No such printer', '<h1>No such printer</h1>');
       return true;
     }
@@ -238,9 +238,11 @@ export function createDeviceAccess(o: DeviceAccessOptions) {
       const token = parseCookies(request.headers.cookie).get(cookieName('dashboard', o.secureCookies));
       const v = await o.sessions.verify(token, { kind: 'dashboard' });
       if (v === null || v.session.userId === null) return reply.redirect(`/login?next=${encodeURIComponent(here)}`, 302);
-      const device = await o.devices.findBySlug(request.params.slug);
-      const role = device === null ? null : await roleOf(v.session.userId, device.id);
-      if (device === null || role === null) {
+      const found = await o.devices.findBySlug(request.params.slug);
+      // A revoked device is closed to everyone, its owner included.
+      const device = found?.revokedAt == null ? found : null;
+      const role = device == null ? null : await roleOf(v.session.userId, device.id);
+      if (device == null || role === null) {
         reply.code(404).type('text/html; charset=utf-8');
         return page('No such printer', '<h1>No such printer</h1><p>There is no printer here that you have access to.</p>');
       }

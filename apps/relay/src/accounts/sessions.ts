@@ -154,7 +154,10 @@ export class SessionService extends EventEmitter<SessionEvents> {
     if (filter.shareLinkId !== undefined) where.shareLinkId = filter.shareLinkId;
     if (filter.deviceId !== undefined) where.deviceId = filter.deviceId;
     if (Object.keys(where).length === 0) throw new Error('revokeFor needs a filter');
-    if (filter.exceptId !== undefined) where.NOT = [{ id: filter.exceptId }, { parentId: filter.exceptId }];
+    if (filter.exceptId !== undefined) {
+      // NOT (parentId = x) is never true when parentId is NULL in SQL: say "no parent, or another".
+      where.AND = [{ NOT: { id: filter.exceptId } }, { OR: [{ parentId: null }, { NOT: { parentId: filter.exceptId } }] }];
+    }
     return this.revokeWhere(where);
   }
 
@@ -209,8 +212,17 @@ export class SessionService extends EventEmitter<SessionEvents> {
     if (cached !== undefined && t - cached.at < this.cacheMs) {
       info = cached.info;
     } else {
-      const row = await this.prisma.session.findUnique({ where: { id }, include: { user: { select: { disabledAt: true } } } });
-      info = row === null || row.revokedAt !== null || row.user?.disabledAt != null ? null : toInfo(row);
+      const row = await this.prisma.session.findUnique({
+        where: { id },
+        include: { user: { select: { disabledAt: true, passwordChangedAt: true } } },
+      });
+      // Dead: revoked, the user disabled, or the password changed after the session began.
+      const dead =
+        row === null ||
+        row.revokedAt !== null ||
+        row.user?.disabledAt != null ||
+        (row.user != null && row.user.passwordChangedAt > row.createdAt);
+      info = dead ? null : toInfo(row);
       if (this.cache.size > 50_000) this.cache.clear();
       this.cache.set(id, { info, at: t });
     }
