@@ -1,6 +1,7 @@
 // `npm run demo`: a demo printer (a small printer-like web UI with live temperatures over a
 // WebSocket and a webcam), a relay, a device 'demo' and an agent, all on this machine.
 // Open the printed http://demo.localhost:PORT/ in a browser; Ctrl-C stops everything.
+import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -12,7 +13,7 @@ import { WebSocketServer } from 'ws';
 import { startFfmpegCamera } from './camera.js';
 import type { FfmpegCamera } from './camera.js';
 import { makeMjpegSource, printerStatus, serveMjpeg } from './origin.js';
-import { addDevice, agentConfig, startAgent, startRelay, tempDir } from './procs.js';
+import { addDevice, agentConfig, relayCommand, startAgent, startRelay, tempDir } from './procs.js';
 import type { AgentProcess, RelayProcess } from './procs.js';
 
 const PAGE = `<!doctype html>
@@ -218,13 +219,16 @@ async function main(): Promise<void> {
 
     const dataDir = await tempDir('porthole-demo-');
     cleanups.unshift(() => rm(dataDir, { recursive: true, force: true }));
-    const port = (await portFree(8080)) ? 8080 : 0;
+    const port = (await portFree(8080)) ? 8080 : undefined;
     const relay: RelayProcess = await startRelay({ dataDir, port });
     cleanups.push(() => relay.stop());
     say(`• relay listening on ${relay.url} (data in ${dataDir})`);
 
-    const device = await addDevice(relay, { name: 'demo', slug: 'demo' });
-    say(`• device 'demo' added (id ${device.id})`);
+    // An owner account with a fresh random password: the demo is access-controlled like the real thing.
+    const password = randomBytes(9).toString('base64url');
+    await relayCommand(relay, ['user', 'add', '--username', 'demo', '--password-stdin'], 30_000, password);
+    const device = await addDevice(relay, { name: 'Demo printer', slug: 'demo', owner: 'demo' });
+    say(`• device 'demo' added, owned by user 'demo'`);
 
     const agent: AgentProcess = await startAgent({
       config: agentConfig({ relay, credential: device.credential, ui: printer.url, webcam: camera?.url ?? printer.url }),
@@ -244,10 +248,11 @@ async function main(): Promise<void> {
     say('');
     say('  ┌──────────────────────────────────────────────────────────────');
     say(`  │  Open the demo printer through Porthole:  ${url}`);
+    say(`  │  Sign in as:                              demo / ${password}`);
     say(`  │  Relay's own pages:                       http://localhost:${relay.port}/`);
     say('  └──────────────────────────────────────────────────────────────');
     say('  Browser → relay → WebSocket tunnel → agent → demo printer (page, status WebSocket, webcam).');
-    say(`  *.localhost resolves to this machine in browsers and curl: curl ${url}api/status`);
+    say('  *.localhost resolves to this machine in browsers; the printer asks you to sign in first.');
     say('  Ctrl-C stops everything.');
   } catch (err) {
     say(`\nDemo failed: ${err instanceof Error ? err.message : String(err)}`);

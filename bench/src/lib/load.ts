@@ -10,6 +10,8 @@ export interface Target {
   port: number;
   /** Host header; default 127.0.0.1:port. */
   host?: string;
+  /** Cookie header (Porthole: a signed-in owner's device session). */
+  cookie?: string;
 }
 
 export interface TransferResult {
@@ -23,7 +25,7 @@ let pat: Buffer | undefined;
 const thePattern = () => (pat ??= pattern());
 
 function headersFor(t: Target, extra: http.OutgoingHttpHeaders = {}): http.OutgoingHttpHeaders {
-  return { host: t.host ?? `127.0.0.1:${t.port}`, ...extra };
+  return { host: t.host ?? `127.0.0.1:${t.port}`, ...(t.cookie !== undefined ? { cookie: t.cookie } : {}), ...extra };
 }
 
 /** GET /bytes?n=bytes on a fresh connection; checks every byte against the pattern. */

@@ -11,7 +11,8 @@ import { cpuMeter } from './cpu.js';
 import type { CpuMeter } from './cpu.js';
 import { waitReady } from './load.js';
 import type { Target } from './load.js';
-import { addDevice, agentConfig, spawnManaged, startAgent, startRelay, tempDir } from '@porthole/e2e/procs';
+import { signInToDevice } from '@porthole/e2e/auth';
+import { addDevice, agentConfig, relayCommand, spawnManaged, startAgent, startRelay, tempDir } from '@porthole/e2e/procs';
 import type { AgentProcess, ManagedProcess, RelayProcess } from '@porthole/e2e/procs';
 
 export type PathName = 'direct' | 'nginx' | 'ssh' | 'porthole';
@@ -266,12 +267,16 @@ export async function portholePath(originPort: number, opts: PortholePathOptions
   };
   try {
     relay = await startRelay({ env: opts.relayEnv });
-    const device = await addDevice(relay, { name: slug, slug });
+    const password = 'bench owner passphrase';
+    await relayCommand(relay, ['user', 'add', '--username', 'bench', '--password-stdin'], 30_000, password);
+    const device = await addDevice(relay, { name: slug, slug, owner: 'bench' });
     agent = await startAgent({
       config: agentConfig({ relay, credential: device.credential, ui: `http://127.0.0.1:${originPort}` }),
       env: opts.agentEnv,
     });
-    const target: Target = { port: relay.port, host: `${slug}.localhost:${relay.port}` };
+    // Measured as a signed-in owner: every request pays for the access check, as in real use.
+    const { cookie } = await signInToDevice(relay, { username: 'bench', password, slug });
+    const target: Target = { port: relay.port, host: `${slug}.localhost:${relay.port}`, cookie };
     await waitReady(target);
     const a = agent;
     const r = relay;
