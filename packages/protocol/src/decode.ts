@@ -34,7 +34,14 @@ export class Decoder {
   private buffered = 0;
   private header: FrameHeader | undefined;
 
-  constructor(maxFrameSize: number) {
+  /**
+   * @param checkData called with each Data header before its payload is buffered; it may throw
+   * (the session refuses a frame larger than the stream's window there, not after holding it).
+   */
+  constructor(
+    maxFrameSize: number,
+    private readonly checkData?: (header: FrameHeader) => void,
+  ) {
     this.maxFrameSize = maxFrameSize;
   }
 
@@ -48,6 +55,11 @@ export class Decoder {
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
+      // Tiny chunks (a peer sending 1-byte messages) would cost an object each while a large
+      // payload gathers: merge them once they average under 64 bytes, which keeps copying linear.
+      if (this.chunks.length > 1024 && this.chunks.length * 64 > this.buffered) {
+        this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+      }
     }
     for (;;) {
       if (this.header === undefined) {
@@ -64,6 +76,7 @@ export class Decoder {
           yield { header };
           continue;
         }
+        this.checkData?.(header);
         this.header = header;
       }
       const header: FrameHeader = this.header;
@@ -86,19 +99,21 @@ export class Decoder {
     }
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
+    let used = 0; // chunks fully consumed, dropped in one splice (shift() per chunk is quadratic)
     while (filled < n) {
-      const c = this.chunks[0]!;
+      const c = this.chunks[used]!;
       const want = n - filled;
       if (c.length <= want) {
         c.copy(out, filled);
         filled += c.length;
-        this.chunks.shift();
+        used++;
       } else {
         c.copy(out, filled, 0, want);
-        this.chunks[0] = c.subarray(want);
+        this.chunks[used] = c.subarray(want);
         filled += want;
       }
     }
+    this.chunks.splice(0, used);
     this.buffered -= n;
     return out;
   }

@@ -9,8 +9,6 @@ export function memoryPair(
   opts: { config?: Partial<SessionConfig>; clientConfig?: Partial<SessionConfig>; serverConfig?: Partial<SessionConfig>; clock?: Clock; highWaterMark?: number } = {},
 ): { client: Session; server: Session } {
   const hwm = opts.highWaterMark ?? 1024 * 1024;
-  let client!: Session;
-  let server!: Session;
   const make = (getPeer: () => Session, getSelf: () => Session) => {
     let inFlight = 0;
     let blocked = false;
@@ -33,13 +31,14 @@ export function memoryPair(
       },
     };
   };
-  client = new Session({
+  // The transports reach the sessions through closures, called only after both exist.
+  const client: Session = new Session({
     role: 'client',
     transport: make(() => server, () => client),
     config: { ...opts.config, ...opts.clientConfig },
     clock: opts.clock,
   });
-  server = new Session({
+  const server: Session = new Session({
     role: 'server',
     transport: make(() => client, () => server),
     config: { ...opts.config, ...opts.serverConfig },

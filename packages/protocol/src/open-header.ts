@@ -155,6 +155,11 @@ function readFrame(stream: Readable, kind: number, timeoutMs: number): Promise<u
     stream.on('end', onEnd);
     stream.on('close', onEnd);
     stream.on('error', onError);
+    if (stream.destroyed || stream.readableEnded) {
+      // 'end'/'close' already fired (e.g. a reset arrived first): fail now, not at the timeout.
+      done(stream.errored ?? bad('stream ended before its open header'));
+      return;
+    }
     onReadable();
   });
 }

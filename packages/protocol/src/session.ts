@@ -4,7 +4,7 @@ import { verifyConfig, type SessionConfig } from './config.js';
 import { Decoder } from './decode.js';
 import { encodeHeader } from './encode.js';
 import { ErrorCode, ProtocolError, SessionError } from './errors.js';
-import { Flag, FrameType, GoAwayCode, HEADER_LENGTH, PROTOCOL_VERSION, type Frame } from './frame.js';
+import { Flag, FrameType, GoAwayCode, HEADER_LENGTH, PROTOCOL_VERSION, type Frame, type FrameHeader } from './frame.js';
 import { Stream } from './stream.js';
 
 /** What a session writes to: a WebSocket, a TCP socket, an in-memory pipe. */
@@ -90,7 +90,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.config = verifyConfig(opts.config);
     this.transport = opts.transport;
     this.clock = opts.clock ?? systemClock;
-    this.decoder = new Decoder(this.config.maxFrameSize);
+    this.decoder = new Decoder(this.config.maxFrameSize, (h) => this.checkDataHeader(h));
     this.nextStreamId = this.role === 'client' ? 1 : 2;
     this.lastReceivedAt = this.clock.now();
     if (this.config.keepAliveInterval > 0) {
@@ -189,7 +189,8 @@ export class Session extends EventEmitter<SessionEvents> {
         if (this._closed) return;
       }
     } catch (e) {
-      this.close(e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.InvalidFlags, String(e), GoAwayCode.InternalError));
+      // Anything but a ProtocolError came from our own code or an application handler.
+      this.close(e instanceof ProtocolError ? e : new ProtocolError(ErrorCode.Internal, String(e), GoAwayCode.InternalError));
     }
   }
 
@@ -306,6 +307,18 @@ export class Session extends EventEmitter<SessionEvents> {
     if (streamFlags !== 0) stream.onFlags(streamFlags);
   }
 
+  /** Refuses a Data frame larger than the stream's window from its header, before the payload is held. */
+  private checkDataHeader(h: FrameHeader): void {
+    const stream = this.streams.get(h.streamId);
+    const window = stream !== undefined ? stream.receiveWindow : this.config.initialStreamWindow;
+    if (h.length > window) {
+      throw new ProtocolError(
+        ErrorCode.ReceiveWindowExceeded,
+        `stream ${h.streamId} announced ${h.length} bytes with a window of ${window}`,
+      );
+    }
+  }
+
   /** Frames for ids that were never opened are a protocol error; for closed ones they are late. */
   private checkKnownId(id: number): void {
     const ours = (id % 2 === 1) === (this.role === 'client');
@@ -386,8 +399,9 @@ export class Session extends EventEmitter<SessionEvents> {
       if (this._closed) return;
       const silent = this.clock.now() - this.lastReceivedAt;
       if (silent >= this.config.keepAliveTimeout) {
-        this.finish(new SessionError(ErrorCode.KeepAliveTimeout, `no data from peer for ${Math.round(silent)} ms`));
-        this.transport.close();
+        const err = new SessionError(ErrorCode.KeepAliveTimeout, `no data from peer for ${Math.round(silent)} ms`);
+        this.finish(err);
+        this.transport.close(err); // the ws adapter drops a dead socket at once instead of a close handshake
         return;
       }
       this.scheduleWatchdog(this.config.keepAliveTimeout - silent);

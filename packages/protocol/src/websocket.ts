@@ -28,7 +28,6 @@ export const WsCloseCode = {
 export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOptions): Session {
   let inFlight = 0;
   let blocked = false;
-  let session: Session | undefined;
   const transport = {
     write(chunk: Buffer): boolean {
       if (ws.readyState !== ws.OPEN) return true; // closing: the session is about to learn of it
@@ -59,7 +58,7 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
       else ws.close(code, err?.message.slice(0, 120));
     },
   };
-  session = new Session({ role: opts.role, transport, config: opts.config, clock: opts.clock });
+  const session: Session = new Session({ role: opts.role, transport, config: opts.config, clock: opts.clock });
   const hwm = session.config.transportHighWaterMark;
   const s = session;
   ws.binaryType = 'nodebuffer';

@@ -39,7 +39,9 @@ export interface DialOptions {
 export const DIAL_DEFAULTS = Object.freeze({
   handshakeTimeoutMs: 15_000,
   maxPayload: 16 * 1024 * 1024,
-  session: Object.freeze({ maxStreamWindow: 4 * 1024 * 1024, maxSessionReceiveWindow: 16 * 1024 * 1024 }),
+  // A Pi 3 has 1 GB: unread data is bounded by streams × 256 KiB plus the growth budget,
+  // so at most 128 streams (32 MiB) + 16 MiB of growth, whatever the relay does.
+  session: Object.freeze({ maxStreamWindow: 4 * 1024 * 1024, maxSessionReceiveWindow: 16 * 1024 * 1024, maxConcurrentStreams: 128 }),
 });
 
 /** Grace for the WebSocket close handshake before the socket is dropped. */

@@ -109,6 +109,9 @@ export class DeviceTunnel {
     if (agent === undefined) {
       agent = new http.Agent({
         keepAlive: true,
+        // Beyond this many concurrent exchanges per service, requests queue here on the relay
+        // instead of opening streams the agent (128 at most on a Pi) would refuse.
+        maxSockets: 48,
         maxFreeSockets: this.opts.maxFreeStreams,
         timeout: this.opts.idleStreamMs,
         scheduling: 'lifo',
