@@ -56,7 +56,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     auth: opts.devices,
     log: opts.log.child({ component: 'agents' }),
     session: opts.session,
-    tunnel: { openTimeoutMs: opts.openTimeoutMs ?? 10_000, maxFreeStreams: 16, idleStreamMs: 4_000 },
+    tunnel: { openTimeoutMs: opts.openTimeoutMs ?? 10_000, maxFreeStreams: 48, idleStreamMs: 4_000 },
     maxPayload: 8 * 1024 * 1024,
   });
 

@@ -267,7 +267,7 @@ export async function portholePath(originPort: number, opts: PortholePathOptions
   };
   try {
     relay = await startRelay({ env: opts.relayEnv });
-    const password = 'bench owner passphrase';
+    const password = 'measure twice, print once';
     await relayCommand(relay, ['user', 'add', '--username', 'bench', '--password-stdin'], 30_000, password);
     const device = await addDevice(relay, { name: slug, slug, owner: 'bench' });
     agent = await startAgent({

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, webcrypto } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import type { Logger } from 'pino';
@@ -74,6 +74,9 @@ export class SessionService extends EventEmitter<SessionEvents> {
   private readonly cacheMs: number;
   private readonly cache = new Map<string, { info: SessionInfo | null; at: number }>();
   private readonly touched = new Map<string, number>();
+  /** Tokens whose signature was verified, by their exact bytes. */
+  private readonly verifiedTokens = new Map<string, JWTPayload>();
+  private keyPromise: Promise<webcrypto.CryptoKey> | undefined;
 
   constructor(opts: SessionServiceOptions) {
     super();
@@ -114,17 +117,27 @@ export class SessionService extends EventEmitter<SessionEvents> {
     if (token === undefined || token.length === 0 || token.length > 2048) return null;
     let payload: JWTPayload;
     let expired = false;
-    try {
-      ({ payload } = await jwtVerify(token, this.key, { algorithms: [ALG], issuer: ISSUER, currentDate: this.now() }));
-    } catch (e) {
-      // The signature was checked before the expiry: an expired token is still ours, and the
-      // row decides whether the session goes on (then the caller gets a fresh token).
-      if (e instanceof joseErrors.JWTExpired) {
-        payload = e.payload;
-        expired = true;
-      } else {
-        return null;
+    const known = this.verifiedTokens.get(token);
+    if (known !== undefined) {
+      // Same bytes as a token whose signature we already checked: skip the crypto (it is most of
+      // the per-request cost); its expiry and its session row are still checked below.
+      payload = known;
+      expired = typeof known.exp === 'number' && known.exp * 1000 <= this.now().getTime();
+    } else {
+      try {
+        ({ payload } = await jwtVerify(token, await this.cryptoKey(), { algorithms: [ALG], issuer: ISSUER, currentDate: this.now() }));
+      } catch (e) {
+        // The signature was checked before the expiry: an expired token is still ours, and the
+        // row decides whether the session goes on (then the caller gets a fresh token).
+        if (e instanceof joseErrors.JWTExpired) {
+          payload = e.payload;
+          expired = true;
+        } else {
+          return null;
+        }
       }
+      if (this.verifiedTokens.size >= 10_000) this.verifiedTokens.clear();
+      this.verifiedTokens.set(token, payload);
     }
     const id = typeof payload.sid === 'string' ? payload.sid : undefined;
     if (id === undefined) return null;
@@ -194,6 +207,12 @@ export class SessionService extends EventEmitter<SessionEvents> {
     return ids;
   }
 
+  /** The HMAC key imported once (jose would import the raw bytes again on every call). */
+  private cryptoKey(): Promise<webcrypto.CryptoKey> {
+    this.keyPromise ??= webcrypto.subtle.importKey('raw', this.key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+    return this.keyPromise;
+  }
+
   private async sign(s: SessionInfo): Promise<string> {
     const nowSec = Math.floor(this.now().getTime() / 1000);
     const exp = Math.min(nowSec + Math.ceil(this.tokenTtlMs / 1000), Math.floor(s.expiresAt.getTime() / 1000));
@@ -202,7 +221,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
       .setIssuer(ISSUER)
       .setIssuedAt(nowSec)
       .setExpirationTime(exp)
-      .sign(this.key);
+      .sign(await this.cryptoKey());
   }
 
   private async load(id: string): Promise<SessionInfo | null> {
