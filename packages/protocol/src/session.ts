@@ -12,6 +12,9 @@ export interface Transport {
   /** Sends bytes in order. Returns false when the transport's own buffer is above its mark;
    * the owner then calls `session.transportDrained()` once it has room again. */
   write(chunk: Buffer): boolean;
+  /** Optional: sends a batch of pieces in order, the same contract as `write`. Frames need not
+   * line up with the pieces' boundaries. Lets a transport avoid copying payloads together. */
+  writev?(chunks: Buffer[]): boolean;
   /** The session is over; release the transport. */
   close(err?: Error): void;
 }
@@ -310,6 +313,13 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Refuses a Data frame larger than the stream's window from its header, before the payload is held. */
   private checkDataHeader(h: FrameHeader): void {
     const stream = this.streams.get(h.streamId);
+    if (stream === undefined && !(h.flags & Flag.SYN)) {
+      // A stream we closed: the peer may have sent up to the window it had (grown, and peers such
+      // as hashicorp's send whole windows as one frame) before it saw our RST. Such a frame is
+      // dropped, not judged against the initial window; an id never opened fails here already.
+      this.checkKnownId(h.streamId);
+      return;
+    }
     const window = stream !== undefined ? stream.receiveWindow : this.config.initialStreamWindow;
     if (h.length > window) {
       throw new ProtocolError(
@@ -363,10 +373,16 @@ export class Session extends EventEmitter<SessionEvents> {
       this.outBytes = 0;
       return;
     }
-    const chunk = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes);
+    const out = this.out;
     this.out = [];
+    const bytes = this.outBytes;
     this.outBytes = 0;
-    if (!this.transport.write(chunk)) this.transportBlocked = true;
+    // A transport that takes a batch gets the pieces as they are: no copy of every payload.
+    const ok =
+      this.transport.writev !== undefined && out.length > 1
+        ? this.transport.writev(out)
+        : this.transport.write(out.length === 1 ? out[0]! : Buffer.concat(out, bytes));
+    if (!ok) this.transportBlocked = true;
     else this.wakeWriters();
   }
 

@@ -312,6 +312,55 @@ describe.each(['client', 'server'] as const)('ours as %s against @chainsafe/libp
     await until(() => ours.streamCount === 0 && theirs.streams.length === 0, 'both sides to retire the stream');
   });
 
+  it('reset from us while their whole-window frames are in flight: late frames dropped, session lives on', async () => {
+    // Their Data frames are as large as the window we granted (here MiBs once it has grown), and
+    // some are on the wire when our RST leaves. Frames for a stream we closed must be dropped,
+    // not judged against the initial 256 KiB window, which would end the whole session.
+    const { ours, theirs, wire } = open();
+    await ours.ping();
+    await theirs.ping();
+    // fail fast with the session's own error instead of waiting for bytes that never come
+    const died = new Promise<never>((_, reject) =>
+      ours.once('close', (err) => reject(new Error(`our session ended: ${err?.message ?? 'closed'}`))),
+    );
+    died.catch(() => undefined);
+    const guard = <T,>(p: Promise<T>): Promise<T> => Promise.race([p, died]);
+    for (const hops of [0, 1, 2, 3]) {
+      const accepted = nextOurStream(ours);
+      const t = await guard(theirs.createStream());
+      const theirRead = collectTheirs(t);
+      void sendTheirs(t, randomBytes(32 * MiB)).catch(() => undefined);
+      const s = await guard(accepted);
+      let got = 0;
+      const resetDone = new Promise<void>((resolve) => {
+        const onData = (c: Buffer) => {
+          got += c.length;
+          if (got < 8 * MiB) return;
+          s.off('data', onData);
+          // reset after `hops` turns of the event loop, so frames are caught at different points
+          const later = (n: number): void => void (n === 0 ? (s.reset(), resolve()) : setImmediate(() => later(n - 1)));
+          later(hops);
+        };
+        s.on('data', onData);
+      });
+      s.on('error', () => undefined); // aborted when the session dies; `died` reports that
+      await guard(resetDone);
+      expect((await guard(theirRead.result)).error?.name).toBe('StreamResetError');
+      await guard(until(() => theirs.streams.length === 0, 'their side to retire the stream'));
+      expect(ours.closed).toBe(false);
+      expect(checkWindow(wire, s.id, 'theirs').largestFrame).toBeGreaterThan(INITIAL_WINDOW);
+    }
+    // the session still carries a stream both ways
+    await new Promise((r) => setTimeout(r, 20)); // any frame still on the wire arrives
+    const s = ours.openStream();
+    s.end(Buffer.from('after the resets'));
+    const a = await guard(pair!.acceptTheirs());
+    expect((await guard(a.reader.result)).data.toString()).toBe('after the resets');
+    await a.stream.close();
+    await guard(until(() => ours.streamCount === 0 && theirs.streams.length === 0, 'both sides to retire the stream'));
+    expect(ours.closed).toBe(false);
+  });
+
   it('pings: ours answered by theirs, theirs answered by ours', async () => {
     const { ours, theirs, wire } = open();
     const rtt = await ours.ping();
