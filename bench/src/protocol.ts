@@ -294,7 +294,14 @@ function childMain(): void {
   process.on('message', (m: ToChild) => {
     if (m.type === 'connect') {
       sender = m.sender;
-      const ws = new WebSocket(m.url, { perMessageDeflate: false });
+      // The agent's own client options: it is not a browser, so it sends with an all-zero mask
+      // (see apps/agent/src/connection/dial.ts); raw and mux runs use the same socket options.
+      const ws = new WebSocket(m.url, {
+        perMessageDeflate: false,
+        generateMask: (mask: Buffer) => {
+          mask.fill(0);
+        },
+      });
       ws.once('error', fail);
       ws.once('open', () => {
         // Create the session only once the socket is open: frames written before are dropped.
