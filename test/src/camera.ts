@@ -17,6 +17,11 @@ export interface CameraOptions {
   quality?: number;
   /** How long to wait for ffmpeg's first frame. Default 15 s. */
   startTimeoutMs?: number;
+  /** Port on 127.0.0.1; default any free one (a camera "coming back" reuses its old port). */
+  port?: number;
+  /** ffmpeg noise strength (0–100): noisy frames compress badly, so they are big (a 640×480
+   * frame at 40 is ~350 KB). Default none. */
+  noise?: number;
 }
 
 export interface FfmpegCamera {
@@ -35,6 +40,8 @@ export interface FfmpegCamera {
   readonly frames: number;
   readonly latest: Buffer | undefined;
   readonly clients: number;
+  /** Snapshot requests answered so far. */
+  readonly snapshots: number;
   /** 'frame' (jpeg: Buffer, index: number) for every frame from ffmpeg. */
   events: EventEmitter;
   close(): Promise<void>;
@@ -43,11 +50,12 @@ export interface FfmpegCamera {
 export const FFMPEG_BOUNDARY = 'ffmpeg';
 
 /** ffmpeg's arguments for a real-time test-pattern MJPEG stream on stdout. */
-export function ffmpegCameraArgs(o: { fps: number; width: number; height: number; quality: number }): string[] {
+export function ffmpegCameraArgs(o: { fps: number; width: number; height: number; quality: number; noise?: number }): string[] {
   return [
     '-hide_banner', '-loglevel', 'error', '-nostdin',
     // -re: read the (infinite, synthetic) input at its native rate, as a camera would.
     '-re', '-f', 'lavfi', '-i', `testsrc=size=${o.width}x${o.height}:rate=${o.fps}`,
+    ...(o.noise !== undefined && o.noise > 0 ? ['-vf', `noise=alls=${o.noise}:allf=t`] : []),
     '-f', 'mpjpeg', '-boundary_tag', FFMPEG_BOUNDARY, '-q:v', String(o.quality),
     'pipe:1',
   ];
@@ -60,11 +68,12 @@ export async function startFfmpegCamera(opts: CameraOptions = {}): Promise<Ffmpe
   const quality = opts.quality ?? 5;
   const events = new EventEmitter();
   events.setMaxListeners(0);
-  const ffmpeg = spawnManaged('ffmpeg', 'ffmpeg', ffmpegCameraArgs({ fps, width, height, quality }), { stdout: 'raw' });
+  const ffmpeg = spawnManaged('ffmpeg', 'ffmpeg', ffmpegCameraArgs({ fps, width, height, quality, ...(opts.noise !== undefined ? { noise: opts.noise } : {}) }), { stdout: 'raw' });
   const parser = new MultipartParser(FFMPEG_BOUNDARY);
   let frames = 0;
   let latest: Buffer | undefined;
   const clients = new Set<ServerResponse>();
+  let snapshots = 0;
 
   const sendFrame = (res: ServerResponse, jpeg: Buffer) => {
     if (res.writableNeedDrain) return; // this client is behind: drop, never queue
@@ -107,6 +116,7 @@ export async function startFfmpegCamera(opts: CameraOptions = {}): Promise<Ffmpe
     const u = new URL(req.url ?? '/', 'http://camera.invalid');
     req.resume();
     if (u.searchParams.get('action') === 'snapshot') {
+      snapshots++;
       const send = (jpeg: Buffer) => {
         res.writeHead(200, { 'content-type': 'image/jpeg', 'content-length': jpeg.length, 'cache-control': 'no-store' });
         res.end(jpeg);
@@ -141,7 +151,7 @@ export async function startFfmpegCamera(opts: CameraOptions = {}): Promise<Ffmpe
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
+      server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
     });
     await firstFrame;
   } catch (err) {
@@ -168,6 +178,9 @@ export async function startFfmpegCamera(opts: CameraOptions = {}): Promise<Ffmpe
     },
     get clients() {
       return clients.size;
+    },
+    get snapshots() {
+      return snapshots;
     },
     events,
     close,
