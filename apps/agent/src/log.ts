@@ -6,6 +6,8 @@ export type { Logger };
 /** Every field name the agent logs, in one place: dashboards and greps depend on them. */
 export const LogField = Object.freeze({
   version: 'version',
+  /** The Node.js running the agent (process.version). */
+  node: 'node',
   relay: 'relay',
   /** Round-trip time to the relay, ms. */
   rtt: 'rtt',

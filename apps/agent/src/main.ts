@@ -1,4 +1,6 @@
 import { parseArgs } from 'node:util';
+import { detectCommand } from './commands/detect.js';
+import { doctorCommand } from './commands/doctor.js';
 import { pairCommand } from './commands/pair.js';
 import { runCommand } from './commands/run.js';
 import type { Command, CommandContext } from './commands/types.js';
@@ -7,10 +9,12 @@ import { AGENT_VERSION } from './version.js';
 
 export type { Command, CommandContext } from './commands/types.js';
 
-/** Subcommands; doctor joins this table. */
+/** Subcommands. */
 export const COMMANDS: Readonly<Record<string, Command>> = Object.freeze({
   run: runCommand,
   pair: pairCommand,
+  detect: detectCommand,
+  doctor: doctorCommand,
 });
 
 export function helpText(): string {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPairCommand, EXIT_FAILED, type PairDeps } from '../src/commands/pair.js';
 import { loadConfig } from '../src/config/index.js';
+import { propose, type Detection } from '../src/detect/index.js';
 import { main, type CommandContext } from '../src/main.js';
 import { relayUrls } from '../src/pairing/client.js';
 import { AGENT_VERSION } from '../src/version.js';
@@ -84,7 +85,9 @@ function context(env: Record<string, string> = {}) {
   return { ctx, out: () => out.join(''), err: () => err.join(''), signal: (s: NodeJS.Signals) => handlers.get(s)?.(s), handlers };
 }
 
-const FAST: PairDeps = { minPollIntervalMs: 20, retryBaseMs: 20, retryCapMs: 100, hostname: () => 'octopi' };
+/** Detection finds nothing here unless a test says otherwise (this machine's ports are not a printer's). */
+const NOTHING_DETECTED = async (): Promise<Detection> => ({ host: '127.0.0.1', ports: [], findings: [], proposal: undefined });
+const FAST: PairDeps = { minPollIntervalMs: 20, retryBaseMs: 20, retryCapMs: 100, hostname: () => 'octopi', detect: NOTHING_DETECTED };
 const pair = (args: string[], ctx: CommandContext, deps: PairDeps = FAST) => createPairCommand(deps).main(args, ctx);
 
 /** Runs the command until it shows a code, approves that code, and returns the exit code. */
@@ -206,6 +209,44 @@ describe('porthole-agent pair', () => {
     });
     expect(r.out).toContain('That is a default: edit "services"');
     expect(r.out).toContain(`porthole-agent run --config ${file}`);
+  });
+
+  it('uses what detection finds when no service is given, profiles included', async () => {
+    const relay = await startRelay();
+    const file = freshConfigPath();
+    const findings = [
+      { port: 5000, kind: 'octoprint' as const, detail: 'OctoPrint 1.10.2' },
+      { port: 8080, kind: 'mjpeg' as const, detail: 'mjpg-streamer' },
+    ];
+    let asked = 0;
+    const detect = async (): Promise<Detection> => {
+      asked++;
+      return { host: '127.0.0.1', ports: [5000, 8080], findings, proposal: propose('127.0.0.1', findings) };
+    };
+    const c = context();
+    const running = pair(['--relay', relay.url, '--config', file], c.ctx, { ...FAST, detect });
+    const code = await relay.waitForCode();
+    await relay.pairing.approve({ code, ownerUserId: relay.ownerId });
+    expect(await running).toBe(0);
+    expect(asked).toBe(1);
+    expect(c.out()).toContain('Found on this machine: OctoPrint with a webcam (mjpg-streamer)');
+    expect(c.out()).not.toContain('That is a default');
+    expect(readJson(file)).toMatchObject({
+      services: {
+        octoprint: { url: 'http://127.0.0.1:5000', profile: 'octoprint' },
+        webcam: { url: 'http://127.0.0.1:8080', profile: 'camera' },
+      },
+      routes: [
+        { path: '/', service: 'octoprint' },
+        { path: '/webcam/', service: 'webcam', stripPrefix: true },
+      ],
+    });
+    // Services given on the command line: no detection.
+    const c2 = context();
+    const running2 = pair(['--relay', relay.url, '--config', freshConfigPath(), '--service', 'ui=http://127.0.0.1:5000'], c2.ctx, { ...FAST, detect });
+    relay.pairing.deny(await relay.waitForCode());
+    expect(await running2).toBe(EXIT_FAILED);
+    expect(asked).toBe(1);
   });
 
   it('keeps the services of a config that has no credential yet', async () => {

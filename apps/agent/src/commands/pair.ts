@@ -14,9 +14,11 @@ import {
   type PollAnswer,
   type StartedPairing,
 } from '../pairing/client.js';
+import { detect, type Detection } from '../detect/index.js';
 import { Backoff } from '../retry/index.js';
 import { ExitCode } from '../supervisor/index.js';
 import { AGENT_VERSION } from '../version.js';
+import { describeProposal } from './detect.js';
 import { CONFIG_ENV } from './run.js';
 import type { Command, CommandContext } from './types.js';
 
@@ -36,7 +38,8 @@ Options:
   -c, --config PATH         config file to write (default: $${CONFIG_ENV} or ${CONFIG_DEFAULTS.configPath})
       --name NAME           the printer's name on the relay (default: this host's name)
       --service NAME=URL    a local service the relay may reach, e.g. ui=http://127.0.0.1:5000
-                            (repeatable; default: ${DEFAULT_SERVICE.name}=${DEFAULT_SERVICE.url}, or the services already in the config)
+                            (repeatable; default: the services already in the config, else what
+                            'porthole-agent detect' finds, else ${DEFAULT_SERVICE.name}=${DEFAULT_SERVICE.url})
       --route PATH=NAME[,strip]
                             serve service NAME at PATH, e.g. /webcam/=webcam,strip (repeatable;
                             default: / to the "ui" service, or the first one)
@@ -61,10 +64,14 @@ export interface PairDeps {
   retryCapMs?: number;
   /** Times the agent starts over with a new code when the relay forgot the pairing (default 3). */
   maxRestarts?: number;
+  /** Finds the printer software when no service is given (default: probe this machine). */
+  detect?: () => Promise<Detection>;
 }
 
 interface ServiceArg {
   url: string;
+  profile?: string;
+  passAuthorization?: boolean;
 }
 interface RouteArg {
   path: string;
@@ -260,6 +267,21 @@ export function createPairCommand(deps: PairDeps = {}): Command {
     let ca: Buffer | undefined;
     let draft: Record<string, unknown>;
     let defaulted = false;
+
+    // No services given and none in the file: look at what runs on this machine.
+    let detection: Detection | undefined;
+    if (services === undefined && routes === undefined) {
+      let existing: Record<string, unknown> | undefined;
+      try {
+        existing = readExisting(configPath);
+      } catch {
+        existing = undefined; // reported below
+      }
+      if (existing?.services === undefined || existing.routes === undefined) {
+        detection = await (deps.detect ?? (() => detect()))();
+      }
+    }
+
     try {
       const existing = readExisting(configPath);
       if (hasCredential(existing) && values.force !== true) {
@@ -267,12 +289,19 @@ export function createPairCommand(deps: PairDeps = {}): Command {
       }
       // Keep what an installer or an earlier pairing put there; replace relay and credential.
       const kept: Record<string, unknown> = {};
-      for (const k of ['services', 'routes', 'caFile', 'keepAlive', 'logLevel']) {
+      for (const k of ['services', 'routes', 'caFile', 'relayAddress', 'keepAlive', 'logLevel']) {
         if (existing?.[k] !== undefined) kept[k] = existing[k];
       }
       if (services === undefined && routes === undefined && kept.services !== undefined && kept.routes !== undefined) {
         services = kept.services as Record<string, ServiceArg>;
         routes = kept.routes as RouteArg[];
+      }
+      const proposal = detection?.proposal;
+      if (services === undefined && routes === undefined && proposal !== undefined) {
+        services = proposal.services;
+        routes = proposal.routes;
+        defaulted = proposal.guess;
+        ctx.stdout(`Found on this machine: ${proposal.summary}. The config will have:\n\n${describeProposal(proposal)}\n`);
       }
       if (services === undefined) {
         services = { [DEFAULT_SERVICE.name]: { url: DEFAULT_SERVICE.url } };
@@ -354,7 +383,7 @@ export function createPairCommand(deps: PairDeps = {}): Command {
     );
     if (defaulted) {
       ctx.stdout(
-        `\nThat is a default: edit "services" in ${configPath} so it points at this printer's web UI\n` +
+        `\nThat is a ${detection?.proposal?.guess === true ? 'guess' : 'default'}: edit "services" in ${configPath} so it points at this printer's web UI\n` +
           '(OctoPrint usually http://127.0.0.1:5000, Mainsail/Fluidd and PrusaLink port 80, a webcam\n' +
           'streamer often :8080 at /webcam/), or pair again with --service and --route.\n',
       );

@@ -49,6 +49,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): { supervisor:
       credential: config.credential,
       hello,
       ...(deps.ca !== undefined ? { ca: deps.ca } : {}),
+      ...(config.relayAddress !== undefined ? { relayAddress: config.relayAddress } : {}),
       session: { keepAliveInterval: config.keepAlive.intervalMs, keepAliveTimeout: config.keepAlive.timeoutMs },
       onStream,
       signal,
@@ -97,6 +98,7 @@ async function main(args: string[], ctx: CommandContext): Promise<number> {
   logger.info(
     {
       [LogField.version]: AGENT_VERSION,
+      [LogField.node]: process.version,
       [LogField.relay]: config.relay,
       [LogField.services]: Object.keys(config.services),
       [LogField.config]: configPath,

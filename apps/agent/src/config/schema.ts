@@ -1,4 +1,5 @@
 import { decodeHello, encodeHello, HELLO_VERSION, isValidServiceName, SERVICE_PROFILES, type Hello, type ServiceProfile } from '@porthole/protocol';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { isLanHost } from './lan.js';
 
@@ -33,6 +34,11 @@ export interface AgentConfig {
   readonly services: Readonly<Record<string, ServiceConfig>>;
   readonly routes: readonly RouteConfig[];
   readonly caFile?: string;
+  /**
+   * Connect to this IP address instead of resolving the relay's host name, still verifying the
+   * certificate for that name (like curl --resolve): split-horizon DNS, a relay on the LAN.
+   */
+  readonly relayAddress?: string;
   readonly keepAlive: { readonly intervalMs: number; readonly timeoutMs: number };
   readonly logLevel: LogLevel;
 }
@@ -156,6 +162,10 @@ export const configSchema = z.strictObject(
       .min(1, 'must list at least one route')
       .max(MAX_ROUTES, `must list at most ${MAX_ROUTES} routes`),
     caFile: z.string(typed('a file path')).min(1, 'must be a file path').optional(),
+    relayAddress: z
+      .string(typed('an IP address'))
+      .refine((s) => isIP(s) !== 0, 'must be an IP address such as 203.0.113.7 or 2001:db8::7 (the certificate is still checked for the relay URL\'s name)')
+      .optional(),
     keepAlive: z
       .strictObject(
         {
@@ -232,6 +242,7 @@ export function toAgentConfig(c: Parsed): AgentConfig {
     services,
     routes: c.routes.map((r) => ({ path: r.path, service: r.service, stripPrefix: r.stripPrefix })),
     ...(c.caFile !== undefined ? { caFile: c.caFile } : {}),
+    ...(c.relayAddress !== undefined ? { relayAddress: c.relayAddress } : {}),
     keepAlive: { intervalMs: c.keepAlive.intervalMs, timeoutMs: c.keepAlive.timeoutMs },
     logLevel: c.logLevel,
   };

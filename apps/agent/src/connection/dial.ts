@@ -8,6 +8,8 @@ import {
   type SessionConfig,
   type Stream,
 } from '@porthole/protocol';
+import type { LookupFunction } from 'node:net';
+import { isIP } from 'node:net';
 import WebSocket from 'ws';
 import {
   errorFromClose,
@@ -25,6 +27,8 @@ export interface DialOptions {
   hello: Hello;
   /** Extra trusted CA certificate(s) (PEM) for a wss:// relay. */
   ca?: Buffer;
+  /** Connect to this IP instead of resolving the relay's host; the certificate is still checked for the host. */
+  relayAddress?: string;
   /** Bound on the upgrade and on the first ping round trip. */
   handshakeTimeoutMs?: number;
   /** yamux settings for the agent side (keep-alive, windows). */
@@ -49,6 +53,19 @@ const CLOSE_HANDSHAKE_MS = 2_000;
 
 export function agentUrl(relay: string): string {
   return `${relay}${AGENT_PATH}`;
+}
+
+/**
+ * A DNS lookup that always answers `address`: the TCP connection goes there while TLS still
+ * sends the URL's host name (SNI) and checks the certificate against it.
+ */
+export function fixedLookup(address: string): LookupFunction {
+  const family = isIP(address);
+  if (family === 0) throw new TypeError(`not an IP address: ${address}`);
+  return ((_hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
+    if (options.all === true) callback(null, [{ address, family }]);
+    else callback(null, address, family);
+  }) as LookupFunction;
 }
 
 /** The upgrade request's headers. */
@@ -150,6 +167,10 @@ export function dial(opts: DialOptions): Promise<Tunnel> {
         mask.fill(0);
       },
       ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+      // Always verify a wss:// relay's certificate: there is no switch, and an explicit true also
+      // overrides NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment.
+      rejectUnauthorized: true,
+      ...(opts.relayAddress !== undefined ? { lookup: fixedLookup(opts.relayAddress) } : {}),
     });
     let settled = false;
     let closeInfo: CloseInfo | undefined;

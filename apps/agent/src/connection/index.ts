@@ -1,4 +1,4 @@
-export { agentUrl, dial, dialHeaders, DIAL_DEFAULTS, Tunnel, type DialOptions } from './dial.js';
+export { agentUrl, dial, dialHeaders, DIAL_DEFAULTS, fixedLookup, Tunnel, type DialOptions } from './dial.js';
 export {
   errorFromClose,
   errorFromNetwork,

@@ -150,6 +150,8 @@ export function postJson(endpoint: PairingEndpoint, path: string, payload: unkno
         accept: 'application/json',
       },
       ...(secure && endpoint.ca !== undefined ? { ca: endpoint.ca } : {}),
+      // Explicit, so NODE_TLS_REJECT_UNAUTHORIZED=0 cannot turn verification off either.
+      ...(secure ? { rejectUnauthorized: true } : {}),
     };
     const req = (secure ? https : http).request(url, options, (res) => {
       const chunks: Buffer[] = [];
