@@ -1,1 +1,79 @@
-export {};
+// `npm run bench`: runs every benchmark under bench/ in one go and writes bench/README.md with
+// the figures, the machine, the date and how to re-run. Never part of `npm test`.
+import { readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { benchProtocol, renderProtocolMarkdown } from './protocol.js';
+import { benchProxy, renderProxyMarkdown } from './proxy.js';
+
+const readme = fileURLToPath(new URL('../README.md', import.meta.url));
+
+interface Section {
+  title: string;
+  run: () => Promise<string>;
+}
+
+/** Benchmarks that other modules add register here by file name (optional ones are skipped if absent). */
+async function optional(file: string, fn: string, render: string): Promise<Section['run'] | undefined> {
+  try {
+    const m = (await import(file)) as Record<string, (...a: unknown[]) => unknown>;
+    const bench = m[fn];
+    const md = m[render];
+    if (typeof bench !== 'function' || typeof md !== 'function') return undefined;
+    return async () => String(md(await bench()));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw e;
+  }
+}
+
+async function main(): Promise<void> {
+  const only = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const sections: Section[] = [
+    { title: 'Protocol', run: async () => renderProtocolMarkdown(await benchProtocol()) },
+    { title: 'Proxy', run: async () => renderProxyMarkdown(await benchProxy()) },
+  ];
+  const webcam = await optional('./webcam.js', 'benchWebcam', 'renderWebcamMarkdown');
+  if (webcam !== undefined) sections.push({ title: 'Webcam', run: webcam });
+
+  const started = new Date();
+  const out: string[] = [];
+  for (const s of sections) {
+    if (only.length > 0 && !only.includes(s.title.toLowerCase())) continue;
+    process.stderr.write(`\n== ${s.title} ==\n`);
+    const t0 = Date.now();
+    const md = await s.run();
+    out.push(`## ${s.title}\n\n${md.trim()}\n\n_Took ${Math.round((Date.now() - t0) / 1000)} s._\n`);
+  }
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const head = `# Benchmarks
+
+Written by \`npm run bench\` on ${started.toISOString()}: ${os.cpus().length}× ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB,
+Node ${process.version}, ${os.type()} ${os.release()}. Every figure compares against a baseline measured
+in the same run (a raw WebSocket; a direct connection, nginx and \`ssh -L\`); the machine is
+shared and noisy, so read medians and ratios, not absolute numbers.
+
+Re-run everything with \`npm run bench\`, or one part with \`npm run bench -- protocol\` (also
+\`proxy\`, \`webcam\`); each file also runs alone, e.g. \`node bench/dist/proxy.js --quick\`.
+Nothing here runs in \`npm test\`.
+`;
+  let previous = '';
+  try {
+    previous = await readFile(readme, 'utf8');
+  } catch {
+    /* first run */
+  }
+  // Sections not re-run this time keep their previous figures.
+  const kept = previous
+    .split(/^## /m)
+    .slice(1)
+    .filter((s) => !out.some((o) => o.startsWith(`## ${s.split('\n')[0]}`)))
+    .map((s) => `## ${s.trimEnd()}\n`);
+  await writeFile(readme, [head, ...out, ...kept].join('\n'));
+  process.stderr.write(`\nwrote ${readme}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});

@@ -314,6 +314,8 @@ function findRepoRoot(): string {
 export const repoRoot: string = findRepoRoot();
 export const relayCli: string = resolve(repoRoot, 'apps/relay/dist/cli.js');
 export const agentCli: string = resolve(repoRoot, 'apps/agent/dist/cli.js');
+/** The agent as one file for the Pi (Node >= 18, no node_modules). */
+export const agentBundle: string = resolve(repoRoot, 'apps/agent/dist/porthole-agent.cjs');
 
 /**
  * A fresh temporary directory. Remove it yourself with rm(dir, {recursive: true, force: true}),
@@ -541,6 +543,8 @@ export interface AgentOptions {
   echo?: boolean;
   /** The agent CLI script; default apps/agent/dist/cli.js. */
   cli?: string;
+  /** The Node.js that runs it; default this process's (e.g. Debian's Node 18 for the bundle). */
+  node?: string;
 }
 
 export interface AgentProcess extends ManagedProcess {
@@ -560,7 +564,7 @@ export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
     configPath = join(tmp, 'agent.json');
     await writeFile(configPath, JSON.stringify(opts.config, null, 2), { mode: 0o600 });
   }
-  const proc = spawnManaged('agent', process.execPath, [cli, 'run', '--config', configPath], {
+  const proc = spawnManaged('agent', opts.node ?? process.execPath, [cli, 'run', '--config', configPath], {
     env: { ...process.env, ...opts.env },
     cwd: repoRoot,
     echo: opts.echo,

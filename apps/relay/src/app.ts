@@ -1,7 +1,12 @@
 import http from 'node:http';
+import https from 'node:https';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { AGENT_PATH, type SessionConfig } from '@porthole/protocol';
+import { agentDownloadRoutes } from './ops/agent-download.js';
+import { HealthChecks } from './ops/health.js';
+import { RelayMetrics, requestTarget } from './ops/metrics.js';
+import { opsRoutes } from './ops/routes.js';
 import { classifyHost } from './proxy/host.js';
 import { createProxy, type Authorize, type DeviceLookup, type Proxy } from './proxy/proxy.js';
 import { sendPage } from './proxy/pages.js';
@@ -9,6 +14,7 @@ import { pairingRoutes } from './pairing/routes.js';
 import type { PairingService } from './pairing/service.js';
 import { createAgentEndpoint, type AgentAuthenticator } from './tunnel/agent-endpoint.js';
 import { TunnelRegistry } from './tunnel/registry.js';
+import { WebcamHub, type WebcamOptions } from './webcam/hub.js';
 
 export interface RelayAppOptions {
   domain: string;
@@ -26,6 +32,15 @@ export interface RelayAppOptions {
   session?: Partial<SessionConfig>;
   responseTimeoutMs?: number;
   openTimeoutMs?: number;
+  /**
+   * Serve HTTPS: the server is a TLS server whose certificate is set (and swapped) with
+   * `server.setSecureContext()`, and every response carries `hsts` as Strict-Transport-Security.
+   */
+  https?: { hsts: string };
+  /** Webcam fan-out settings (grace period, viewers' default frame rate…). */
+  webcam?: Partial<WebcamOptions>;
+  /** Bearer token for /metrics from anywhere; without one only loopback may scrape. */
+  metricsToken?: string;
 }
 
 export interface RelayApp {
@@ -33,6 +48,12 @@ export interface RelayApp {
   server: http.Server;
   registry: TunnelRegistry;
   proxy: Proxy;
+  /** The webcam fan-out; `webcam.stats()` for metrics. */
+  webcam: WebcamHub;
+  /** Prometheus metrics (GET /metrics). */
+  metrics: RelayMetrics;
+  /** Readiness checks (GET /readyz): register one for anything that must work before traffic. */
+  health: HealthChecks;
 }
 
 /**
@@ -42,6 +63,9 @@ export interface RelayApp {
  */
 export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
   const registry = new TunnelRegistry();
+  const webcam = new WebcamHub({ tunnel: (deviceId) => registry.get(deviceId), log: opts.log.child({ component: 'webcam' }) }, opts.webcam);
+  const metrics = new RelayMetrics({ tunnels: registry, webcam: () => webcam.stats().totals });
+  const health = new HealthChecks();
   const proxy = createProxy({
     registry,
     devices: opts.devices,
@@ -50,6 +74,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     trustProxy: opts.trustProxy,
     responseTimeoutMs: opts.responseTimeoutMs ?? 60_000,
     ...(opts.relayPaths !== undefined ? { relayPaths: opts.relayPaths } : {}),
+    webcam,
   });
   const agents = createAgentEndpoint({
     registry,
@@ -58,6 +83,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     session: opts.session,
     tunnel: { openTimeoutMs: opts.openTimeoutMs ?? 10_000, maxFreeStreams: 48, idleStreamMs: 4_000 },
     maxPayload: 8 * 1024 * 1024,
+    onRefused: () => metrics.authFailure('agent'),
   });
 
   let server!: http.Server;
@@ -66,16 +92,25 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: opts.trustProxy,
     serverFactory: (handler) => {
-      server = http.createServer((req, res) => {
+      const dispatch: http.RequestListener = (req, res) => {
         const target = classifyHost(req.headers.host, req.url, opts.domain);
         if (target.kind === 'device') proxy.handleRequest(req, res, target.slug);
         else if (target.kind === 'invalid') sendPage(res, 400, 'Bad request', `<h1>Bad request</h1><p>${target.reason}</p>`);
         else handler(req, res);
-      });
+      };
+      const hsts = opts.https?.hsts;
+      server =
+        hsts === undefined
+          ? http.createServer(dispatch)
+          : https.createServer({ ALPNProtocols: ['http/1.1'] }, (req, res) => {
+              res.setHeader('strict-transport-security', hsts);
+              dispatch(req, res);
+            });
       return server;
     },
   });
 
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => metrics.timeRequest(res, requestTarget(req, opts.domain)));
   server.on('upgrade', (req, socket, head) => {
     const target = classifyHost(req.headers.host, req.url, opts.domain);
     if (target.kind === 'device') {
@@ -84,6 +119,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     }
     const path = (req.url ?? '').split('?')[0];
     if (target.kind !== 'invalid' && path === AGENT_PATH) {
+      metrics.trackTunnelSocket(socket);
       agents.handleUpgrade(req, socket, head);
       return;
     }
@@ -96,9 +132,12 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
   server.keepAliveTimeout = 65_000;
 
   app.get('/healthz', async () => ({ ok: true }));
+  await app.register(opsRoutes, { health, metrics, ...(opts.metricsToken !== undefined ? { metricsToken: opts.metricsToken } : {}) });
+  await app.register(agentDownloadRoutes, {});
   if (opts.routes !== undefined) await opts.routes(app, registry);
   if (opts.pairing !== undefined) await app.register(pairingRoutes, { pairing: opts.pairing });
   app.addHook('onClose', async () => agents.close());
+  app.addHook('onClose', async () => webcam.close());
   await app.ready();
-  return { app, server, registry, proxy };
+  return { app, server, registry, proxy, webcam, metrics, health };
 }

@@ -2,7 +2,7 @@
 // porthole-relay: run the relay, apply migrations, manage devices.
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { loadConfig, type RelayConfig } from './config.js';
+import { loadConfig, sqliteFile, type RelayConfig } from './config.js';
 import { openDatabase, type Database } from './db/index.js';
 import { UserStore } from './accounts/users.js';
 import { DeviceStore, type Device } from './devices.js';
@@ -15,6 +15,8 @@ const USAGE = `Usage: porthole-relay [--config PATH] <command>
 Commands:
   start                              run the relay
   migrate                            apply database migrations and exit
+  backup FILE                        copy the database to FILE, safe while the relay runs
+                                     (SQLite's online backup; also keep session.key and tls/)
   device add --name NAME [--slug SLUG] [--owner USERNAME] [--json]
                                      add a device; prints its credential (once) and an agent config;
                                      --owner gives USERNAME the owner role (else nobody can open it)
@@ -96,6 +98,15 @@ async function main(argv: string[]): Promise<number> {
           out(applied.length ? `Applied ${applied.join(', ')}.` : `Database up to date (${total} migration${total === 1 ? '' : 's'}).`);
           return 0;
         });
+      case 'backup': {
+        flags([]);
+        if (sub === undefined) throw new UsageError('backup needs FILE, e.g. porthole-relay backup /var/backups/porthole.db');
+        if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
+        const { backupDatabase } = await import('./ops/backup.js');
+        const r = await backupDatabase(sqliteFile(config()), sub);
+        out(`Backed up the database to ${r.file} (${r.bytes} bytes, ${r.ms} ms). Keep session.key and tls/ from the data directory with it.`);
+        return 0;
+      }
       case 'device':
         return await device(sub, rest, values, flags, config);
       case 'pair':

@@ -29,7 +29,53 @@ export interface RelayConfig {
   readonly shutdownGraceMs: number;
   /** First delay imposed after repeated failed logins (it doubles per failure, capped at 60 s). */
   readonly loginDelayMs: number;
+  /** Bearer token that lets Prometheus scrape /metrics from elsewhere; unset: loopback only. Secret. */
+  readonly metricsToken: string | undefined;
+  /** How long a camera's upstream stays open after its last viewer left. */
+  readonly webcamGraceMs: number;
+  /** Frame-rate cap for share links and viewers who ask for none (`?fps=N` overrides); 0: none. */
+  readonly webcamViewerFps: number;
+  /**
+   * HTTPS: `off` serves plain HTTP on `port` (localhost, or behind your own TLS proxy);
+   * `acme` gets certificates itself (HTTP-01 for the domain, DNS-01 for `*.domain`);
+   * `files` serves the operator's certificate files, reloaded when they change.
+   */
+  readonly tls: TlsMode;
+  /** With TLS on: the plain-HTTP port for ACME HTTP-01 answers and the redirect to HTTPS. */
+  readonly httpPort: number;
+  /** ACME directory URL (`production`/`staging` name Let's Encrypt's). */
+  readonly acmeDirectoryUrl: string;
+  /** Contact address given to the ACME CA (expiry notices). */
+  readonly acmeEmail: string | undefined;
+  /** Extra CA certificate(s) to trust for the ACME server's own HTTPS (a private CA). Absolute. */
+  readonly acmeCaFile: string | undefined;
+  /** DNS provider for the wildcard's DNS-01 challenge. */
+  readonly dnsProvider: DnsProviderName | undefined;
+  /** How long to wait after publishing a TXT record before the CA looks; unset: the provider's own. */
+  readonly dnsPropagationMs: number | undefined;
+  /** Cloudflare API token (Zone.DNS:Edit on the domain's zone). Secret. */
+  readonly cloudflareApiToken: string | undefined;
+  /** Cloudflare zone id; unset: looked up by name (the token then also needs Zone.Zone:Read). */
+  readonly cloudflareZoneId: string | undefined;
+  /** pebble-challtestsrv's management API (tests). */
+  readonly challtestsrvUrl: string | undefined;
+  /** `files` mode: PEM certificate chain and private key. Absolute. */
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
 }
+
+export const TLS_MODES = ['off', 'acme', 'files'] as const;
+export type TlsMode = (typeof TLS_MODES)[number];
+
+/** DNS-01 providers (src/tls/dns/): add a name here and a case in createDnsProvider(). */
+export const DNS_PROVIDERS = ['cloudflare', 'challtestsrv'] as const;
+export type DnsProviderName = (typeof DNS_PROVIDERS)[number];
+
+/** Shorthands accepted by `acmeDirectoryUrl`. */
+export const ACME_DIRECTORIES = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+} as const;
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -44,7 +90,14 @@ export const DEFAULTS = {
   trustProxy: false,
   shutdownGraceMs: 10_000,
   loginDelayMs: 1_000,
-} as const satisfies Partial<Record<keyof RelayConfig, unknown>>;
+  webcamGraceMs: 5_000,
+  webcamViewerFps: 5,
+  tls: 'off',
+  /** `port` when TLS is on and `port` is unset. */
+  httpsPort: 443,
+  httpPort: 80,
+  acmeDirectoryUrl: ACME_DIRECTORIES.production,
+} as const satisfies Partial<Record<keyof RelayConfig | 'httpsPort', unknown>>;
 
 type Kind = 'string' | 'number' | 'boolean';
 
@@ -60,6 +113,21 @@ export const ENV_VARS = {
   trustProxy: ['PORTHOLE_TRUST_PROXY', 'boolean'],
   shutdownGraceMs: ['PORTHOLE_SHUTDOWN_GRACE_MS', 'number'],
   loginDelayMs: ['PORTHOLE_LOGIN_DELAY_MS', 'number'],
+  metricsToken: ['PORTHOLE_METRICS_TOKEN', 'string'],
+  webcamGraceMs: ['PORTHOLE_WEBCAM_GRACE_MS', 'number'],
+  webcamViewerFps: ['PORTHOLE_WEBCAM_VIEWER_FPS', 'number'],
+  tls: ['PORTHOLE_TLS', 'string'],
+  httpPort: ['PORTHOLE_HTTP_PORT', 'number'],
+  acmeDirectoryUrl: ['PORTHOLE_ACME_DIRECTORY_URL', 'string'],
+  acmeEmail: ['PORTHOLE_ACME_EMAIL', 'string'],
+  acmeCaFile: ['PORTHOLE_ACME_CA_FILE', 'string'],
+  dnsProvider: ['PORTHOLE_DNS_PROVIDER', 'string'],
+  dnsPropagationMs: ['PORTHOLE_DNS_PROPAGATION_MS', 'number'],
+  cloudflareApiToken: ['PORTHOLE_CLOUDFLARE_API_TOKEN', 'string'],
+  cloudflareZoneId: ['PORTHOLE_CLOUDFLARE_ZONE_ID', 'string'],
+  challtestsrvUrl: ['PORTHOLE_CHALLTESTSRV_URL', 'string'],
+  tlsCertFile: ['PORTHOLE_TLS_CERT_FILE', 'string'],
+  tlsKeyFile: ['PORTHOLE_TLS_KEY_FILE', 'string'],
 } as const satisfies Record<keyof RelayConfig, readonly [string, Kind]>;
 
 /** Names the config file when `file` is not given. */
@@ -93,6 +161,26 @@ const origin = z.string().transform((s, ctx) => {
   return url.origin;
 });
 
+const acmeDirectory = z.string().transform((s, ctx) => {
+  const named = (ACME_DIRECTORIES as Record<string, string>)[s];
+  if (named !== undefined) return named;
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be production, staging or an https:// ACME directory URL' });
+    return z.NEVER;
+  }
+  if (url.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: 'must be an https:// URL (or production, staging)' });
+    return z.NEVER;
+  }
+  return url.href;
+});
+
+/** Names a TLS certificate can be for (not localhost, not an address). */
+const isLocalName = (domain: string) => domain === 'localhost' || domain.endsWith('.localhost') || !domain.includes('.');
+
 const ConfigSchema = z.strictObject({
   dataDir: z.string().min(1).default(DEFAULTS.dataDir),
   databaseUrl: z
@@ -101,13 +189,43 @@ const ConfigSchema = z.strictObject({
     .refine((s) => !s.includes(':memory:'), 'must name a file, not :memory:')
     .optional(),
   host: z.string().min(1).default(DEFAULTS.host),
-  port: z.int().min(0).max(65535).default(DEFAULTS.port),
+  port: z.int().min(0).max(65535).optional(),
   domain: hostname.default(DEFAULTS.domain),
   publicUrl: origin.optional(),
   logLevel: z.enum(LOG_LEVELS).default(DEFAULTS.logLevel),
   trustProxy: z.boolean().default(DEFAULTS.trustProxy),
   shutdownGraceMs: z.int().min(0).max(600_000).default(DEFAULTS.shutdownGraceMs),
   loginDelayMs: z.int().min(1).max(60_000).default(DEFAULTS.loginDelayMs),
+  metricsToken: z.string().min(16, 'must be at least 16 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces').optional(),
+  webcamGraceMs: z.int().min(0).max(600_000).default(DEFAULTS.webcamGraceMs),
+  webcamViewerFps: z.number().min(0).max(120).default(DEFAULTS.webcamViewerFps),
+  tls: z.enum(TLS_MODES).default(DEFAULTS.tls),
+  httpPort: z.int().min(0).max(65535).default(DEFAULTS.httpPort),
+  acmeDirectoryUrl: acmeDirectory.default(DEFAULTS.acmeDirectoryUrl),
+  acmeEmail: z.email().optional(),
+  acmeCaFile: z.string().min(1).optional(),
+  dnsProvider: z.enum(DNS_PROVIDERS).optional(),
+  dnsPropagationMs: z.int().min(0).max(600_000).optional(),
+  cloudflareApiToken: z.string().min(1).optional(),
+  cloudflareZoneId: z.string().regex(/^[0-9a-f]{32}$/, 'must be the 32-character zone id from the dashboard').optional(),
+  challtestsrvUrl: origin.optional(),
+  tlsCertFile: z.string().min(1).optional(),
+  tlsKeyFile: z.string().min(1).optional(),
+}).superRefine((c, ctx) => {
+  const need = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
+  if (c.tls === 'acme') {
+    if (isLocalName(c.domain)) need('domain', 'tls "acme" needs a public DNS name (use tls "off" on localhost)');
+    if (c.dnsProvider === undefined) need('dnsProvider', `tls "acme" needs a DNS provider for *.${c.domain} (${DNS_PROVIDERS.join(', ')})`);
+    if (c.dnsProvider === 'cloudflare' && c.cloudflareApiToken === undefined) need('cloudflareApiToken', 'required with dnsProvider "cloudflare"');
+    if (c.dnsProvider === 'challtestsrv' && c.challtestsrvUrl === undefined) need('challtestsrvUrl', 'required with dnsProvider "challtestsrv"');
+  }
+  if (c.tls === 'files') {
+    if (c.tlsCertFile === undefined) need('tlsCertFile', 'required with tls "files"');
+    if (c.tlsKeyFile === undefined) need('tlsKeyFile', 'required with tls "files"');
+  }
+  if (c.tls !== 'off' && c.port !== undefined && c.port !== 0 && c.port === c.httpPort) {
+    need('httpPort', 'must differ from port (HTTPS) when TLS is on');
+  }
 });
 
 /** What a config file or `overrides` may hold: any subset of the fields. */
@@ -171,18 +289,36 @@ function derive(c: z.output<typeof ConfigSchema>, cwd: string): RelayConfig {
   const databaseUrl = c.databaseUrl
     ? `file:${path.resolve(cwd, c.databaseUrl.slice('file:'.length))}`
     : `file:${path.join(dataDir, 'porthole.db')}`;
-  const publicUrl = c.publicUrl ?? `http://${c.domain}${c.port === 80 ? '' : `:${c.port}`}`;
+  const secure = c.tls !== 'off';
+  const port = c.port ?? (secure ? DEFAULTS.httpsPort : DEFAULTS.port);
+  const publicUrl = c.publicUrl ?? (secure ? `https://${c.domain}${port === 443 ? '' : `:${port}`}` : `http://${c.domain}${port === 80 ? '' : `:${port}`}`);
+  const file = (f: string | undefined) => (f === undefined ? undefined : path.resolve(cwd, f));
   return {
     dataDir,
     databaseUrl,
     host: c.host,
-    port: c.port,
+    port,
     domain: c.domain,
     publicUrl,
     logLevel: c.logLevel,
     trustProxy: c.trustProxy,
     shutdownGraceMs: c.shutdownGraceMs,
     loginDelayMs: c.loginDelayMs,
+    metricsToken: c.metricsToken,
+    webcamGraceMs: c.webcamGraceMs,
+    webcamViewerFps: c.webcamViewerFps,
+    tls: c.tls,
+    httpPort: c.httpPort,
+    acmeDirectoryUrl: c.acmeDirectoryUrl,
+    acmeEmail: c.acmeEmail,
+    acmeCaFile: file(c.acmeCaFile),
+    dnsProvider: c.dnsProvider,
+    dnsPropagationMs: c.dnsPropagationMs,
+    cloudflareApiToken: c.cloudflareApiToken,
+    cloudflareZoneId: c.cloudflareZoneId,
+    challtestsrvUrl: c.challtestsrvUrl,
+    tlsCertFile: file(c.tlsCertFile),
+    tlsKeyFile: file(c.tlsKeyFile),
   };
 }
 

@@ -40,7 +40,7 @@ export const REDACTED = '[redacted]';
  * and plain `headers` objects).
  */
 export const REDACT_PATHS: readonly string[] = [
-  ...['credential', 'credentialHash', 'secret', 'password', 'token', 'cookie', 'authorization'].flatMap(
+  ...['credential', 'credentialHash', 'secret', 'password', 'token', 'cookie', 'authorization', 'apiToken', 'cloudflareApiToken'].flatMap(
     (k) => [k, `*.${k}`],
   ),
   ...['req.headers', 'res.headers', 'headers', 'request.headers', 'response.headers'].flatMap((h) => [

@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { AgentCloseCode } from '@porthole/protocol';
 import { createDeviceAccess } from './access/device-access.js';
 import { AuditLog } from './accounts/audit.js';
@@ -13,20 +14,34 @@ import { buildRelay, type RelayApp } from './app.js';
 import type { RelayConfig } from './config.js';
 import { openDatabase } from './db/index.js';
 import { DeviceStore } from './devices.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { adminSocketPath, startAdminSocket, type AdminSocket } from './pairing/admin-socket.js';
 import { PairingService } from './pairing/service.js';
+import { certificateCheck, databaseCheck } from './ops/health.js';
+import { countAuditEvents } from './ops/metrics.js';
 import { registerWeb } from './web/index.js';
+import { HSTS_HEADER, TlsService, type TlsOptions } from './tls/index.js';
 
 export interface RunningRelay extends RelayApp {
   url: string;
   port: number;
+  /** HTTPS: `tls.status()` is the certificate's state (expiry, last renewal error) for metrics and /readyz. */
+  tls: TlsService;
   close(): Promise<void>;
 }
 
+/** Seams for tests (and embedders); the defaults are what `porthole-relay start` uses. */
+export interface StartOptions {
+  /** Default: JSON lines to stdout at config.logLevel. */
+  log?: Logger;
+  /** Clock, retry timings and DNS provider of the certificate manager. */
+  tls?: TlsOptions;
+}
+
 /** Opens the database (applying migrations), builds the app, listens, and wires shutdown. */
-export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
-  const log = createLogger(config);
+export async function startRelay(config: RelayConfig, opts: StartOptions = {}): Promise<RunningRelay> {
+  const log = opts.log ?? createLogger(config);
+  const tlsService = new TlsService(config, log.child({ component: 'tls' }), opts.tls);
   const db = await openDatabase(config, log);
   const prisma = db.prisma;
   const secureCookies = config.publicUrl.startsWith('https:');
@@ -72,6 +87,9 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
     authorize: access.authorize,
     relayPaths: access.relayPaths,
     pairing,
+    ...(config.metricsToken !== undefined ? { metricsToken: config.metricsToken } : {}),
+    ...(tlsService.enabled ? { https: { hsts: HSTS_HEADER } } : {}),
+    webcam: { graceMs: config.webcamGraceMs, viewerFps: config.webcamViewerFps },
     routes: async (app, registry) => {
       registryRef = registry;
       access.registerOpenRoute(app);
@@ -102,6 +120,14 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
     },
   });
 
+  // Operations: readiness checks (GET /readyz) and what the metrics count from elsewhere.
+  relay.health.register('database', databaseCheck(() => prisma.$queryRawUnsafe('SELECT 1'), (err) => log.error({ err }, 'readiness: database query failed')));
+  if (tlsService.enabled) {
+    relay.health.register('certificate', certificateCheck(() => tlsService.status()));
+    relay.metrics.watchCertificate(() => tlsService.status());
+  }
+  audit.observe(countAuditEvents(relay.metrics));
+
   relay.registry.on('online', (t) => {
     devices.markSeen(t.info.deviceId, true, new Date()).catch((e: Error) => log.warn({ err: e }, 'could not record device online'));
   });
@@ -110,15 +136,30 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
   });
 
   await relay.app.listen({ host: config.host, port: config.port });
+  if (tlsService.enabled) {
+    try {
+      // Port 80 for HTTP-01 and redirects, then the stored certificate or a first order.
+      if (!(relay.server instanceof tls.Server)) throw new Error('TLS is on but the relay did not build a TLS server');
+      await tlsService.start(relay.server);
+    } catch (err) {
+      relay.server.close();
+      await tlsService.close();
+      await relay.app.close();
+      await db.close();
+      throw err;
+    }
+  } else if (!config.trustProxy && !config.publicUrl.startsWith('https:') && !/(^|\.)localhost$|^[\d.]+$|^\[?[\d:a-f]+\]?$/.test(config.domain)) {
+    log.warn({ domain: config.domain }, 'TLS is off for a public domain: passwords cross the network in clear (set tls to acme or files, or trustProxy behind your TLS proxy)');
+  }
   const port = (relay.server.address() as AddressInfo).port;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const url = `${tlsService.enabled ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   let admin: AdminSocket | undefined;
   try {
     admin = await startAdminSocket({ path: adminSocketPath(config.dataDir), pairing, prisma, log, audit });
   } catch (err) {
     log.warn({ err }, 'admin socket not started: `porthole-relay pair approve` cannot reach this relay');
   }
-  log.info({ url, port, domain: config.domain, publicUrl: config.publicUrl }, 'relay listening');
+  log.info({ url, port, domain: config.domain, publicUrl: config.publicUrl, tls: config.tls, httpPort: tlsService.httpPort }, 'relay listening');
   if ((await users.count()) > 0) setup.close();
   else {
     const token = setup.current();
@@ -145,8 +186,11 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       clearInterval(sweep);
       relay.server.close();
       relay.server.closeIdleConnections();
+      await tlsService.close();
       await admin?.close();
       await pairing.close();
+      // Camera streams never finish by themselves: end them, so they do not hold the drain.
+      relay.webcam.close();
       // GoAway to every agent: no new streams; the open ones finish within the grace period.
       await relay.registry.drain(config.shutdownGraceMs);
       relay.server.closeAllConnections();
@@ -155,5 +199,5 @@ export async function startRelay(config: RelayConfig): Promise<RunningRelay> {
       await db.close();
       log.info('relay stopped');
     })());
-  return { ...relay, url, port, close };
+  return { ...relay, url, port, tls: tlsService, close };
 }

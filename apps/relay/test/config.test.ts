@@ -43,6 +43,11 @@ describe('loadConfig', () => {
       trustProxy: false,
       shutdownGraceMs: 10_000,
       loginDelayMs: 1_000,
+      webcamGraceMs: 5_000,
+      webcamViewerFps: 5,
+      tls: 'off',
+      httpPort: 80,
+      acmeDirectoryUrl: 'https://acme-v02.api.letsencrypt.org/directory',
     });
     expect(DEFAULTS.port).toBe(8080);
   });
@@ -74,6 +79,20 @@ describe('loadConfig', () => {
         PORTHOLE_TRUST_PROXY: 'true',
         PORTHOLE_SHUTDOWN_GRACE_MS: '2500',
         PORTHOLE_LOGIN_DELAY_MS: '50',
+        PORTHOLE_WEBCAM_GRACE_MS: '1500',
+        PORTHOLE_WEBCAM_VIEWER_FPS: '2',
+        PORTHOLE_TLS: 'acme',
+        PORTHOLE_HTTP_PORT: '8000',
+        PORTHOLE_ACME_DIRECTORY_URL: 'staging',
+        PORTHOLE_ACME_EMAIL: 'ops@relay.example.com',
+        PORTHOLE_ACME_CA_FILE: 'ca.pem',
+        PORTHOLE_DNS_PROVIDER: 'cloudflare',
+        PORTHOLE_DNS_PROPAGATION_MS: '20000',
+        PORTHOLE_CLOUDFLARE_API_TOKEN: 'cf-token',
+        PORTHOLE_CLOUDFLARE_ZONE_ID: '0123456789abcdef0123456789abcdef',
+        PORTHOLE_CHALLTESTSRV_URL: 'http://127.0.0.1:8055',
+        PORTHOLE_TLS_CERT_FILE: 'tls/cert.pem',
+        PORTHOLE_TLS_KEY_FILE: '/etc/tls/key.pem',
       },
     });
     expect(c).toEqual({
@@ -87,6 +106,20 @@ describe('loadConfig', () => {
       trustProxy: true,
       shutdownGraceMs: 2500,
       loginDelayMs: 50,
+      webcamGraceMs: 1500,
+      webcamViewerFps: 2,
+      tls: 'acme',
+      httpPort: 8000,
+      acmeDirectoryUrl: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+      acmeEmail: 'ops@relay.example.com',
+      acmeCaFile: '/srv/porthole/ca.pem',
+      dnsProvider: 'cloudflare',
+      dnsPropagationMs: 20000,
+      cloudflareApiToken: 'cf-token',
+      cloudflareZoneId: '0123456789abcdef0123456789abcdef',
+      challtestsrvUrl: 'http://127.0.0.1:8055',
+      tlsCertFile: '/srv/porthole/tls/cert.pem',
+      tlsKeyFile: '/etc/tls/key.pem',
     });
     expect(Object.keys(ENV_VARS).sort()).toEqual(Object.keys(c).sort());
   });

@@ -51,6 +51,7 @@ export interface AuditEntry {
 /** Writes audit events without slowing the request that caused them; failures are logged. */
 export class AuditLog {
   private pending = new Set<Promise<unknown>>();
+  private readonly observers: Array<(kind: AuditKind, f: AuditFields) => void> = [];
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -71,7 +72,13 @@ export class AuditLog {
       .catch((e: Error) => this.log.error({ err: e, kind }, 'could not write audit event'))
       .finally(() => this.pending.delete(p));
     this.pending.add(p);
+    for (const o of this.observers) o(kind, f);
     this.log.info({ audit: kind, userId: f.userId ?? undefined, deviceId: f.deviceId ?? undefined, remote: f.ip ?? undefined, ...f.detail }, 'audit');
+  }
+
+  /** Calls `fn` for every event as it is recorded (metrics count failures and lockouts this way). */
+  observe(fn: (kind: AuditKind, f: AuditFields) => void): void {
+    this.observers.push(fn);
   }
 
   /** Resolves once every event recorded so far is written (tests, shutdown). */

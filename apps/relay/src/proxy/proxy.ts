@@ -7,6 +7,7 @@ import { WsClientFilter } from '../access/ws-filter.js';
 import type { DeviceTunnel } from '../tunnel/device-tunnel.js';
 import { OpenStreamError } from '../tunnel/device-tunnel.js';
 import type { TunnelRegistry } from '../tunnel/registry.js';
+import type { AdoptHook, WebcamHub } from '../webcam/hub.js';
 import { checkedPath } from './host.js';
 import { clientAddress, forwardHeaders, requestHead, responseHeaders } from './headers.js';
 import { errorPage, offlinePage, page, sendPage } from './pages.js';
@@ -55,6 +56,8 @@ export interface ProxyOptions {
   /** Paths under /_porthole/ on a device host belong to the relay (handoff, share links): never
    * forwarded. Return true when handled. */
   relayPaths?: (req: IncomingMessage, res: ServerResponse, slug: string) => Promise<boolean>;
+  /** The webcam fan-out: camera streams and snapshots after authorization (src/webcam/). */
+  webcam?: WebcamHub;
 }
 
 export interface Proxy {
@@ -90,6 +93,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     req: IncomingMessage,
     slug: string,
     upgrade: boolean,
+    url: string = req.url ?? '/',
   ): Promise<
     | {
         ok: true;
@@ -100,7 +104,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       }
     | { ok: false; status: number; title: string; body: string; headers?: Record<string, string> }
   > {
-    const checked = checkedPath(req.url ?? '/');
+    const checked = checkedPath(url);
     if (checked === undefined) {
       return { ok: false, status: 400, title: 'Bad request', body: '<h1>Bad request</h1><p>This address is not allowed.</p>' };
     }
@@ -144,11 +148,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
     (relayOwned ? opts.relayPaths!(req, res, slug) : Promise.resolve(false))
       .then(async (handled) => {
         if (handled) return;
-        if (relayOwned) {
+        // The relay's webcam endpoints stand for the device's camera URL, with its access rules.
+        const alias = relayOwned ? opts.webcam?.relayAlias(req.url ?? '/', registry.getBySlug(slug)) : undefined;
+        if (relayOwned && alias === undefined) {
           sendPage(res, 404, 'Not found', '<h1>Not found</h1>');
           return;
         }
-        const r = await resolve(req, slug, false);
+        const r = await resolve(req, slug, false, alias?.url);
         if (!r.ok) {
           sendPage(res, r.status, r.title, r.body, r.headers);
           req.resume();
@@ -162,7 +168,24 @@ export function createProxy(opts: ProxyOptions): Proxy {
           });
           res.once('close', untrack);
         }
-        forward(req, res, r.tunnel, r.service.service.name, r.target, forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy }), rlog, true);
+        const headers = forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy });
+        const fwd = (adopt?: AdoptHook) => forward(req, res, r.tunnel, r.service.service.name, r.target, headers, rlog, true, adopt);
+        if (opts.webcam === undefined) fwd();
+        else {
+          opts.webcam.handle({
+            req,
+            res,
+            deviceId: r.tunnel.info.deviceId,
+            slug,
+            tunnel: r.tunnel,
+            service: r.service.service,
+            target: r.target,
+            headers,
+            role: r.decision.role,
+            relayPath: alias?.kind,
+            forward: fwd,
+          });
+        }
       })
       .catch(
 (e: Error) => {
@@ -180,6 +203,8 @@ export function createProxy(opts: ProxyOptions): Proxy {
     headers: Record<string, string | string[]>,
     rlog: Logger,
     mayRetry: boolean,
+    /** The webcam fan-out may take the response over (then this exchange is no longer ours). */
+    adopt?: AdoptHook,
   ): void {
     const method = req.method ?? 'GET';
     const hasBody = req.headers['content-length'] !== undefined ? req.headers['content-length'] !== '0' : req.headers['transfer-encoding'] !== undefined;
@@ -192,6 +217,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       setHost: false,
     });
     let responded = false;
+    let adopted = false;
     const headersTimer = setTimeout(() => {
       proxyReq.destroy(new OpenStreamError('timeout', `no response within ${opts.responseTimeoutMs} ms`));
     }, opts.responseTimeoutMs);
@@ -200,6 +226,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     proxyReq.on('response', (proxyRes) => {
       clearTimeout(headersTimer);
       responded = true;
+      if (adopt !== undefined && adopt(proxyReq, proxyRes)) {
+        adopted = true;
+        return;
+      }
       const outHeaders = responseHeaders(proxyRes.rawHeaders);
       const relayCookie = res.getHeader('set-cookie');
       if (relayCookie !== undefined) {
@@ -221,6 +251,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
     });
     proxyReq.on('error', (err: Error & { code?: string }) => {
       clearTimeout(headersTimer);
+      if (adopted) return;
       if (responded) {
         res.destroy();
         return;
@@ -228,7 +259,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
       // A reused keep-alive stream the printer closed just now: retry once when it is safe.
       if (mayRetry && proxyReq.reusedSocket && IDEMPOTENT.has(method) && !hasBody && !res.headersSent && !req.destroyed) {
         rlog.debug({ err }, 'retrying on a fresh stream');
-        forward(req, res, tunnel, service, target, headers, rlog, false);
+        forward(req, res, tunnel, service, target, headers, rlog, false, adopt);
         return;
       }
       const kind = err instanceof OpenStreamError ? err.kind : 'lost';
@@ -242,11 +273,13 @@ export function createProxy(opts: ProxyOptions): Proxy {
     // Client went away before the exchange finished: abort the printer's side too (RST through
     // the tunnel, then a reset TCP connection at the service).
     res.once('close', () => {
-      if (!res.writableFinished) proxyReq.destroy();
+      if (!adopted && !res.writableFinished) proxyReq.destroy();
     });
-    req.once('error', () => proxyReq.destroy());
+    req.once('error', () => {
+      if (!adopted) proxyReq.destroy();
+    });
     req.once('close', () => {
-      if (!req.complete) proxyReq.destroy();
+      if (!adopted && !req.complete) proxyReq.destroy();
     });
     if (hasBody) req.pipe(proxyReq);
     else proxyReq.end();

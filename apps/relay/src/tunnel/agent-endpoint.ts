@@ -26,9 +26,18 @@ export interface AgentEndpointOptions {
   tunnel: TunnelOptions;
   /** Largest WebSocket message accepted from an agent. */
   maxPayload: number;
+  /** A credential was refused (metrics). */
+  onRefused?: (reason: 'unknown' | 'revoked' | 'malformed' | 'missing') => void;
 }
 
 export { AGENT_PATH };
+
+/**
+ * `porthole-agent doctor` sends this header to check its credential without opening a tunnel:
+ * an accepted credential gets 204 and no WebSocket, so a running agent's tunnel is not replaced.
+ * Same name as the agent's (apps/agent/src/doctor/doctor.ts).
+ */
+export const CHECK_HEADER = 'porthole-check';
 
 function refuse(socket: Duplex, status: number, reason: string): void {
   const body = `${reason}\n`;
@@ -53,6 +62,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
     const m = /^Bearer ([A-Za-z0-9_-]{1,256})$/.exec(auth);
     if (m === null) {
       log.warn('agent refused: no credential');
+      opts.onRefused?.('missing');
       refuse(socket, 401, 'Unauthorized');
       return;
     }
@@ -70,10 +80,16 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
       .then((result) => {
         if (!result.ok) {
           log.warn({ reason: result.reason }, 'agent refused: credential');
+          opts.onRefused?.(result.reason);
           refuse(socket, result.reason === 'revoked' ? 403 : 401, result.reason === 'revoked' ? 'Forbidden' : 'Unauthorized');
           return;
         }
         if (socket.destroyed) return;
+        if (req.headers[CHECK_HEADER] === '1') {
+          log.info({ device: result.device.slug }, 'agent credential checked');
+          socket.end('HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n');
+          return;
+        }
         const device = result.device;
         wss.handleUpgrade(req, socket, head, (ws) => {
           const session = sessionOverWebSocket(ws, { role: 'server', config: opts.session });
