@@ -25,9 +25,6 @@ export const WsCloseCode = {
  * the kernel (tracked through send callbacks, which is what `bufferedAmount` approximates), so a
  * slow link pushes back on the streams instead of growing memory.
  */
-/** Payloads at least this big are sent as their own message instead of being copied into a batch. */
-const LARGE = 16 * 1024;
-
 export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOptions): Session {
   let inFlight = 0;
   let blocked = false;
@@ -45,38 +42,6 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
     write(chunk: Buffer): boolean {
       if (ws.readyState !== ws.OPEN) return true; // closing: the session is about to learn of it
       sendOne(chunk);
-      if (inFlight > hwm) blocked = true;
-      return !blocked;
-    },
-    /**
-     * Frames need not line up with messages (the decoder takes any split), so a batch goes out
-     * without copying payloads into one buffer: runs of small pieces (headers, small frames) are
-     * joined, large payloads are sent as they are, and the socket is corked around the batch so
-     * it still leaves in one writev.
-     */
-    writev(chunks: Buffer[]): boolean {
-      if (ws.readyState !== ws.OPEN) return true;
-      const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-      socket?.cork();
-      let run: Buffer[] = [];
-      let runBytes = 0;
-      const flushRun = () => {
-        if (run.length === 0) return;
-        sendOne(run.length === 1 ? run[0]! : Buffer.concat(run, runBytes));
-        run = [];
-        runBytes = 0;
-      };
-      for (const c of chunks) {
-        if (c.length >= LARGE) {
-          flushRun();
-          sendOne(c);
-        } else {
-          run.push(c);
-          runBytes += c.length;
-        }
-      }
-      flushRun();
-      socket?.uncork();
       if (inFlight > hwm) blocked = true;
       return !blocked;
     },
