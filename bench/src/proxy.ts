@@ -4,15 +4,15 @@
 // connections, requests per second, and the CPU the tunnel's far end (the printer side)
 // spends per GiB. `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N]
 // [--paths direct,nginx,ssh,porthole] [--connections N] [--json FILE] [--markdown FILE]`.
+import { runAsMain } from './lib/main.js';
 import { cpus, release } from 'node:os';
 import { writeFile } from 'node:fs/promises';
-import { pathToFileURL } from 'node:url';
+import { stopAll } from '@porthole/e2e/procs';
 import { download, latency, upload } from './lib/load.js';
 import type { LatencyResult } from './lib/load.js';
 import { startBenchOrigin } from './lib/origin.js';
 import { directPath, nginxPath, portholePath, sshPath } from './lib/paths.js';
 import type { PathName, ProxyPath } from './lib/paths.js';
-import { stopAll } from '@porthole/e2e/procs';
 import { fmt, markdownTable, median, ratio, textTable } from './lib/stats.js';
 
 export type { PathName } from './lib/paths.js';
@@ -380,26 +380,10 @@ function parseArgs(argv: string[]): ProxyBenchOptions & { json?: string; markdow
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  // Bounded no matter what: give up (and kill everything) after 20 minutes.
-  const guard = setTimeout(() => {
-    process.stderr.write('proxy bench: still running after 20 minutes, giving up\n');
-    void stopAll(1_000).finally(() => process.exit(2));
-  }, 20 * 60_000);
-  guard.unref();
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(sig, () => {
-      void stopAll(1_000).finally(() => process.exit(130));
-    });
-  }
   const res = await benchProxy(args);
   process.stdout.write(`${renderProxyText(res)}\n`);
   if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
   if (args.markdown) await writeFile(args.markdown, `${renderProxyMarkdown(res)}\n`);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`proxy bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    void stopAll(1_000).finally(() => process.exit(1));
-  });
-}
+runAsMain(import.meta.url, 'proxy', 20 * 60_000, main);

@@ -5,12 +5,12 @@
 // and the latency a frame gains on the way (source write → viewer read, from a timestamp the
 // source puts in each JPEG). All on 127.0.0.1, bounded in time.
 // `node bench/dist/webcam.js [--quick] [--viewers 1,5,10,20,50] [--seconds N] [--json FILE] [--markdown FILE]`.
+import { runAsMain } from './lib/main.js';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { cpus, release } from 'node:os';
-import { pathToFileURL } from 'node:url';
 import { signInToDevice } from '@porthole/e2e/auth';
 import { readMjpeg } from '@porthole/e2e/mjpeg';
 import { addDevice, agentConfig, relayCommand, startAgent, startRelay, stopAll } from '@porthole/e2e/procs';
@@ -442,26 +442,10 @@ function parseArgs(argv: string[]): WebcamBenchOptions & { json?: string; markdo
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  // Bounded no matter what: give up (and kill everything) after 10 minutes.
-  const guard = setTimeout(() => {
-    process.stderr.write('webcam bench: still running after 10 minutes, giving up\n');
-    void stopAll(1_000).finally(() => process.exit(2));
-  }, 10 * 60_000);
-  guard.unref();
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(sig, () => {
-      void stopAll(1_000).finally(() => process.exit(130));
-    });
-  }
   const res = await benchWebcam(args);
   process.stdout.write(`${renderWebcamText(res)}\n`);
   if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
   if (args.markdown) await writeFile(args.markdown, `${renderWebcamMarkdown(res)}\n`);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`webcam bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    void stopAll(1_000).finally(() => process.exit(1));
-  });
-}
+runAsMain(import.meta.url, 'webcam', 10 * 60_000, main);

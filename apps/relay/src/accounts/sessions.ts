@@ -2,7 +2,7 @@ import { createHmac, randomBytes, webcrypto } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import type { Logger } from 'pino';
-import type { PrismaClient } from '../generated/prisma/client.js';
+import type { PrismaClient, Session as SessionRow } from '../generated/prisma/client.js';
 
 export type SessionKind = 'dashboard' | 'device' | 'share';
 
@@ -262,19 +262,7 @@ export class SessionService extends EventEmitter<SessionEvents> {
   }
 }
 
-function toInfo(row: {
-  id: string;
-  kind: string;
-  userId: string | null;
-  deviceId: string | null;
-  shareLinkId: string | null;
-  parentId: string | null;
-  createdAt: Date;
-  expiresAt: Date;
-  lastSeenAt: Date;
-  ip: string | null;
-  userAgent: string | null;
-}): SessionInfo {
+function toInfo(row: SessionRow): SessionInfo {
   return {
     id: row.id,
     kind: row.kind as SessionKind,

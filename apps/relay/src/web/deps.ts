@@ -56,13 +56,8 @@ declare module 'fastify' {
 /** How long a dashboard sign-in lasts (the signed token inside it is re-issued every few minutes). */
 export const DASHBOARD_SESSION_TTL_MS = 7 * 24 * 3600_000;
 
-/** Roles on a device, strongest first. Anything else in the database gives no access at all. */
-export const ROLES = ['owner', 'operator', 'viewer'] as const;
-export type Role = (typeof ROLES)[number];
-
-export function isRole(s: unknown): s is Role {
-  return typeof s === 'string' && (ROLES as readonly string[]).includes(s);
-}
+/** Roles on a device, strongest first; one definition shared with the access policy. */
+export { ROLES, isRole, type Role } from '../access/policy.js';
 
 /** The origin of the relay's dashboard, from config.publicUrl. */
 export function relayOrigin(config: Pick<WebConfig, 'publicUrl'>): string {
