@@ -62,6 +62,15 @@ export interface RelayConfig {
   /** `files` mode: PEM certificate chain and private key. Absolute. */
   readonly tlsCertFile: string | undefined;
   readonly tlsKeyFile: string | undefined;
+  /**
+   * Tunnel keep-alive: the relay pings each agent this often, and a tunnel that sends nothing at
+   * all for `keepAliveTimeoutMs` is dead (a partition, a half-open TCP connection): its socket is
+   * dropped and the device shows offline. Defaults suit cellular and home links (15 s / 45 s).
+   */
+  readonly keepAliveIntervalMs: number;
+  readonly keepAliveTimeoutMs: number;
+  /** How long a printer's service may take to start answering a request before the phone gets a 504. */
+  readonly responseTimeoutMs: number;
 }
 
 export const TLS_MODES = ['off', 'acme', 'files'] as const;
@@ -97,6 +106,9 @@ export const DEFAULTS = {
   httpsPort: 443,
   httpPort: 80,
   acmeDirectoryUrl: ACME_DIRECTORIES.production,
+  keepAliveIntervalMs: 15_000,
+  keepAliveTimeoutMs: 45_000,
+  responseTimeoutMs: 60_000,
 } as const satisfies Partial<Record<keyof RelayConfig | 'httpsPort', unknown>>;
 
 type Kind = 'string' | 'number' | 'boolean';
@@ -128,6 +140,9 @@ export const ENV_VARS = {
   challtestsrvUrl: ['PORTHOLE_CHALLTESTSRV_URL', 'string'],
   tlsCertFile: ['PORTHOLE_TLS_CERT_FILE', 'string'],
   tlsKeyFile: ['PORTHOLE_TLS_KEY_FILE', 'string'],
+  keepAliveIntervalMs: ['PORTHOLE_KEEPALIVE_INTERVAL_MS', 'number'],
+  keepAliveTimeoutMs: ['PORTHOLE_KEEPALIVE_TIMEOUT_MS', 'number'],
+  responseTimeoutMs: ['PORTHOLE_RESPONSE_TIMEOUT_MS', 'number'],
 } as const satisfies Record<keyof RelayConfig, readonly [string, Kind]>;
 
 /** Names the config file when `file` is not given. */
@@ -211,8 +226,12 @@ const ConfigSchema = z.strictObject({
   challtestsrvUrl: origin.optional(),
   tlsCertFile: z.string().min(1).optional(),
   tlsKeyFile: z.string().min(1).optional(),
+  keepAliveIntervalMs: z.int().min(1_000).max(600_000).default(DEFAULTS.keepAliveIntervalMs),
+  keepAliveTimeoutMs: z.int().min(2_000).max(3_600_000).default(DEFAULTS.keepAliveTimeoutMs),
+  responseTimeoutMs: z.int().min(1_000).max(3_600_000).default(DEFAULTS.responseTimeoutMs),
 }).superRefine((c, ctx) => {
   const need = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
+  if (c.keepAliveTimeoutMs <= c.keepAliveIntervalMs) need('keepAliveTimeoutMs', 'must be longer than keepAliveIntervalMs');
   if (c.tls === 'acme') {
     if (isLocalName(c.domain)) need('domain', 'tls "acme" needs a public DNS name (use tls "off" on localhost)');
     if (c.dnsProvider === undefined) need('dnsProvider', `tls "acme" needs a DNS provider for *.${c.domain} (${DNS_PROVIDERS.join(', ')})`);
@@ -319,6 +338,9 @@ function derive(c: z.output<typeof ConfigSchema>, cwd: string): RelayConfig {
     challtestsrvUrl: c.challtestsrvUrl,
     tlsCertFile: file(c.tlsCertFile),
     tlsKeyFile: file(c.tlsKeyFile),
+    keepAliveIntervalMs: c.keepAliveIntervalMs,
+    keepAliveTimeoutMs: c.keepAliveTimeoutMs,
+    responseTimeoutMs: c.responseTimeoutMs,
   };
 }
 

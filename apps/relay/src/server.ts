@@ -90,6 +90,8 @@ export async function startRelay(config: RelayConfig, opts: StartOptions = {}): 
     ...(config.metricsToken !== undefined ? { metricsToken: config.metricsToken } : {}),
     ...(tlsService.enabled ? { https: { hsts: HSTS_HEADER } } : {}),
     webcam: { graceMs: config.webcamGraceMs, viewerFps: config.webcamViewerFps },
+    session: { keepAliveInterval: config.keepAliveIntervalMs, keepAliveTimeout: config.keepAliveTimeoutMs },
+    responseTimeoutMs: config.responseTimeoutMs,
     routes: async (app, registry) => {
       registryRef = registry;
       access.registerOpenRoute(app);

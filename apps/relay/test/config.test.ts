@@ -48,6 +48,9 @@ describe('loadConfig', () => {
       tls: 'off',
       httpPort: 80,
       acmeDirectoryUrl: 'https://acme-v02.api.letsencrypt.org/directory',
+      keepAliveIntervalMs: 15_000,
+      keepAliveTimeoutMs: 45_000,
+      responseTimeoutMs: 60_000,
     });
     expect(DEFAULTS.port).toBe(8080);
   });
@@ -93,6 +96,9 @@ describe('loadConfig', () => {
         PORTHOLE_CHALLTESTSRV_URL: 'http://127.0.0.1:8055',
         PORTHOLE_TLS_CERT_FILE: 'tls/cert.pem',
         PORTHOLE_TLS_KEY_FILE: '/etc/tls/key.pem',
+        PORTHOLE_KEEPALIVE_INTERVAL_MS: '1000',
+        PORTHOLE_KEEPALIVE_TIMEOUT_MS: '3000',
+        PORTHOLE_RESPONSE_TIMEOUT_MS: '2000',
       },
     });
     expect(c).toEqual({
@@ -120,6 +126,9 @@ describe('loadConfig', () => {
       challtestsrvUrl: 'http://127.0.0.1:8055',
       tlsCertFile: '/srv/porthole/tls/cert.pem',
       tlsKeyFile: '/etc/tls/key.pem',
+      keepAliveIntervalMs: 1000,
+      keepAliveTimeoutMs: 3000,
+      responseTimeoutMs: 2000,
     });
     expect(Object.keys(ENV_VARS).sort()).toEqual(Object.keys(c).sort());
   });
@@ -177,6 +186,12 @@ describe('loadConfig', () => {
     invalid(() => loadConfig({ cwd, env: { PORTHOLE_DATABASE_URL: 'file::memory:' } }), 'databaseUrl');
     invalid(() => loadConfig({ cwd, env: { PORTHOLE_SHUTDOWN_GRACE_MS: '-1' } }), 'shutdownGraceMs');
     invalid(() => loadConfig({ cwd, env: {}, overrides: { port: 1.5 } }), 'port (from overrides)');
+    invalid(() => loadConfig({ cwd, env: { PORTHOLE_KEEPALIVE_INTERVAL_MS: '10' } }), 'keepAliveIntervalMs (from PORTHOLE_KEEPALIVE_INTERVAL_MS)');
+    invalid(
+      () => loadConfig({ cwd, env: { PORTHOLE_KEEPALIVE_INTERVAL_MS: '5000', PORTHOLE_KEEPALIVE_TIMEOUT_MS: '5000' } }),
+      'keepAliveTimeoutMs',
+      'longer than keepAliveIntervalMs',
+    );
   });
 
   it('lists every bad field at once', () => {
