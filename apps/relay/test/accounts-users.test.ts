@@ -253,6 +253,19 @@ describe('UserStore', () => {
       expect(await users.checkSecondFactor(user, 'garbage')).toBe(false);
     });
 
+    it('keeps a used TOTP code used after a restart (a new store on the same database)', async () => {
+      const { user, secret } = await withTotp();
+      now += 30_000;
+      const code = codeAt(secret, now);
+      expect(await users.checkSecondFactor(user, code)).toBe(true);
+      const restarted = new UserStore({ prisma: db.prisma, clock: () => now, hashParams: FAST });
+      expect(await restarted.checkSecondFactor(user, code)).toBe(false);
+      // An earlier code from the window is refused too; the next step's code is taken.
+      expect(await restarted.checkSecondFactor(user, codeAt(secret, now - 30_000))).toBe(false);
+      now += 30_000;
+      expect(await restarted.checkSecondFactor(user, codeAt(secret, now))).toBe(true);
+    });
+
     it('takes each recovery code once', async () => {
       const { user, codes } = await withTotp();
       const [c0 = '', c1 = ''] = codes;

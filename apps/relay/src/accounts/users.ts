@@ -81,8 +81,6 @@ export class UserStore {
   readonly #clock: () => number;
   readonly #params: Argon2Params;
   readonly #totpWindow: number;
-  /** Per user id, the TOTP step of the last code that got in: a code works once. */
-  readonly #lastTotpStep = new Map<string, number>();
 
   constructor(opts: UserStoreOptions) {
     this.#prisma = opts.prisma;
@@ -205,7 +203,7 @@ export class UserStore {
     const row = await this.#row(id);
     if (row.totpEnabledAt !== null) throw new RelayError('RELAY_TOTP_STATE', ['is already on; turn it off first']);
     const secret = newTotpSecret();
-    const { count } = await this.#prisma.user.updateMany({ where: { id, totpEnabledAt: null }, data: { totpSecret: secret } });
+    const { count } = await this.#prisma.user.updateMany({ where: { id, totpEnabledAt: null }, data: { totpSecret: secret, totpLastStep: null } });
     if (count !== 1) throw new RelayError('RELAY_TOTP_STATE', ['is already on; turn it off first']);
     return { secret, uri: totpUri(secret, row.username) };
   }
@@ -220,7 +218,7 @@ export class UserStore {
     if (row.totpEnabledAt !== null) throw new RelayError('RELAY_TOTP_STATE', ['is already on']);
     const secret = row.totpSecret;
     if (secret === null) throw new RelayError('RELAY_TOTP_STATE', ['has not been set up; start again']);
-    const step = this.#verifyTotpStep(id, secret, code);
+    const step = await this.#verifyTotpStep(id, secret, code, row.totpLastStep);
     if (step === null) throw new RelayError('RELAY_TOTP_INVALID', ['wrong or expired code']);
     const { codes, hashes } = newRecoveryCodes();
     const now = this.#now();
@@ -241,10 +239,13 @@ export class UserStore {
     const row = await this.#row(id);
     if (!(await verifyPassword(row.passwordHash, password))) throw new RelayError('RELAY_WRONG_PASSWORD');
     await this.#prisma.$transaction([
-      this.#prisma.user.update({ where: { id }, data: { totpSecret: null, totpEnabledAt: null }, select: { id: true } }),
+      this.#prisma.user.update({
+        where: { id },
+        data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null },
+        select: { id: true },
+      }),
       this.#prisma.recoveryCode.deleteMany({ where: { userId: id } }),
     ]);
-    this.#lastTotpStep.delete(id);
   }
 
   /** Unused recovery codes left. */
@@ -279,19 +280,25 @@ export class UserStore {
   async checkSecondFactor(user: Pick<User, 'id'>, code: string): Promise<boolean> {
     const row = await this.#prisma.user.findUnique({ where: { id: user.id } });
     if (!row || row.disabledAt !== null || row.totpEnabledAt === null || row.totpSecret === null) return false;
-    if (normalizeTotpCode(code) !== null) return this.#verifyTotpStep(row.id, row.totpSecret, code) !== null;
+    if (normalizeTotpCode(code) !== null) {
+      return (await this.#verifyTotpStep(row.id, row.totpSecret, code, row.totpLastStep)) !== null;
+    }
     return this.useRecoveryCode(row.id, code);
   }
 
-  /** Verifies and, if good, consumes the code's time step. Synchronous: no await between the two. */
-  #verifyTotpStep(id: string, secret: string, code: string): number | null {
-    const step = verifyTotp(secret, code, {
-      now: this.#clock(),
-      window: this.#totpWindow,
-      lastStep: this.#lastTotpStep.get(id) ?? null,
+  /**
+   * Verifies and, if good, consumes the code's time step. The step is stored with the user by one
+   * conditional UPDATE, so of two requests with the same code only one wins, and a code stays used
+   * after a restart.
+   */
+  async #verifyTotpStep(id: string, secret: string, code: string, lastStep: number | null): Promise<number | null> {
+    const step = verifyTotp(secret, code, { now: this.#clock(), window: this.#totpWindow, lastStep });
+    if (step === null) return null;
+    const { count } = await this.#prisma.user.updateMany({
+      where: { id, totpSecret: secret, OR: [{ totpLastStep: null }, { totpLastStep: { lt: step } }] },
+      data: { totpLastStep: step },
     });
-    if (step !== null) this.#lastTotpStep.set(id, step);
-    return step;
+    return count === 1 ? step : null;
   }
 
   #assertPolicy(password: string, username: string): void {
