@@ -1,15 +1,17 @@
 // The proxy benchmark: the same origin reached directly, through nginx, through `ssh -L` and
-// through Porthole (relay + agent), side by side in one run on 127.0.0.1. Measures
-// single-stream download and upload throughput, small-GET latency with 1 and N keep-alive
-// connections, requests per second, and the CPU the tunnel's far end (the printer side)
-// spends per GiB. `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N]
-// [--paths direct,nginx,ssh,porthole] [--connections N] [--json FILE] [--markdown FILE]`.
+// through Porthole (relay + agent, plain and over TLS), side by side in one run on 127.0.0.1.
+// Measures download and upload throughput on one stream and on 8 at once, small-GET latency
+// with 1 and N keep-alive connections, requests per second, WebSocket echo round trips, the CPU
+// each side spends per GiB and the far end's (the printer side's) resident memory.
+// `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--streams N]
+// [--paths direct,nginx,ssh,porthole,porthole-tls] [--connections N] [--json FILE] [--markdown FILE]`.
 import { runAsMain } from './lib/main.js';
 import { cpus, release } from 'node:os';
 import { writeFile } from 'node:fs/promises';
 import { stopAll } from '@porthole/e2e/procs';
-import { download, latency, upload } from './lib/load.js';
-import type { LatencyResult } from './lib/load.js';
+import { download, latency, parallel, upload, wsEcho } from './lib/load.js';
+import type { EchoResult, LatencyResult } from './lib/load.js';
+import { peakSampler } from './lib/cpu.js';
 import { startBenchOrigin } from './lib/origin.js';
 import { directPath, nginxPath, portholePath, sshPath } from './lib/paths.js';
 import type { PathName, ProxyPath } from './lib/paths.js';
@@ -33,6 +35,10 @@ export interface ProxyBenchOptions {
   latencyNMs?: number;
   /** Untimed warm-up transfer per direction, MiB. Default 16. */
   warmupMiB?: number;
+  /** Concurrent transfers of the multi-stream test (sizeMiB split between them). Default 8. */
+  streams?: number;
+  /** WebSocket echo round trips measured. Default 2000. */
+  echoMessages?: number;
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
   /** Extra environment for Porthole's relay and agent. */
@@ -62,6 +68,13 @@ export interface PathResult {
   notes: string[];
   download: TransferSummary;
   upload: TransferSummary;
+  /** `streams` transfers at once, the same total bytes. */
+  downloadN: TransferSummary;
+  uploadN: TransferSummary;
+  echo?: EchoResult;
+  /** The far end's resident memory in bytes: before the transfers, and the peak during them. */
+  farRssIdle?: number;
+  farRssPeak?: number;
   latency1?: LatencyResult;
   latencyN?: LatencyResult;
   /** The tunnel's far end: the side that runs on the printer (sshd, agent). */
@@ -71,7 +84,7 @@ export interface PathResult {
 }
 
 export interface Goal {
-  id: 'download' | 'cpu' | 'overhead';
+  id: string;
   description: string;
   /** undefined: could not be measured in this run. */
   pass: boolean | undefined;
@@ -87,7 +100,7 @@ export interface ProxyBenchResult {
   goals: Goal[];
 }
 
-const ALL_PATHS: PathName[] = ['direct', 'nginx', 'ssh', 'porthole'];
+const ALL_PATHS: PathName[] = ['direct', 'nginx', 'ssh', 'porthole', 'porthole-tls'];
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
@@ -103,11 +116,16 @@ async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (
     notes: [...path.notes],
     download: emptyTransfer(),
     upload: emptyTransfer(),
+    downloadN: emptyTransfer(),
+    uploadN: emptyTransfer(),
   };
   const size = o.sizeMiB * MiB;
   const sides = [path.farEnd, path.nearEnd];
   const cpu: { down: (number | undefined)[]; up: (number | undefined)[] } = { down: [], up: [] };
 
+  const farRss = path.farEnd?.rss;
+  r.farRssIdle = farRss?.();
+  const rssPeak = farRss !== undefined ? peakSampler(farRss) : undefined;
   log(`  ${path.label}: warm-up (${o.warmupMiB} MiB each way)`);
   await download(path.target, o.warmupMiB * MiB);
   await upload(path.target, o.warmupMiB * MiB);
@@ -128,6 +146,16 @@ async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (
   }
   r.download.medianMBps = median(r.download.runsMBps);
   r.upload.medianMBps = median(r.upload.runsMBps);
+  for (const dir of ['down', 'up'] as const) {
+    const into = dir === 'down' ? r.downloadN : r.uploadN;
+    for (let i = 0; i < o.runs; i++) {
+      const t = await parallel(path.target, dir, o.streams, size);
+      into.runsMBps.push(t.mbps);
+      log(`  ${path.label}: ${o.streams} ${dir === 'down' ? 'downloads' : 'uploads'} at once ${i + 1}/${o.runs}: ${fmt(t.mbps)} MB/s`);
+    }
+    into.medianMBps = median(into.runsMBps);
+  }
+  r.farRssPeak = rssPeak?.stop();
   const gib = (size * o.runs) / GiB;
   const cpuResult = (i: number): CpuResult | undefined => {
     const side = sides[i];
@@ -143,49 +171,43 @@ async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (
   r.latency1 = await latency(path.target, { connections: 1, durationMs: o.latency1Ms });
   log(`  ${path.label}: latency, ${o.connections} connections, ${o.latencyNMs / 1000} s`);
   r.latencyN = await latency(path.target, { connections: o.connections, durationMs: o.latencyNMs });
+  log(`  ${path.label}: WebSocket echo, ${o.echoMessages} round trips`);
+  r.echo = await wsEcho(path.target, { messages: o.echoMessages });
   return r;
+}
+
+function goal(id: string, description: string, a: number | undefined, b: number | undefined, pass: (a: number, b: number) => boolean, detail: (a: number, b: number) => string): Goal {
+  const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
+  return { id, description, pass: known ? pass(a, b) : undefined, detail: known ? detail(a, b) : 'not measured' };
 }
 
 function goalsOf(paths: PathResult[]): Goal[] {
   const get = (n: PathName) => paths.find((p) => p.name === n && p.ok);
-  const ph = get('porthole');
   const ssh = get('ssh');
   const direct = get('direct');
+  const nginx = get('nginx');
   const goals: Goal[] = [];
-  {
-    const a = ph?.download.medianMBps;
-    const b = ssh?.download.medianMBps;
-    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
-    goals.push({
-      id: 'download',
-      description: "Porthole download throughput ≥ ssh -L's",
-      pass: known ? (a as number) >= (b as number) : undefined,
-      detail: known ? `${fmt(a)} vs ${fmt(b)} MB/s (${ratio(a, b)})` : 'not measured',
-    });
+  const mbps = (a: number, b: number) => `${fmt(a)} vs ${fmt(b)} MB/s (${ratio(a, b)})`;
+  for (const name of ['porthole', 'porthole-tls'] as const) {
+    const ph = get(name);
+    if (ph === undefined && name === 'porthole-tls') continue;
+    const who = name === 'porthole' ? 'Porthole' : 'Porthole TLS';
+    goals.push(
+      goal(`${name}:download`, `${who} download throughput ≥ ssh -L's`, ph?.download.medianMBps, ssh?.download.medianMBps, (a, b) => a >= b, mbps),
+      goal(`${name}:upload`, `${who} upload throughput ≥ ssh -L's`, ph?.upload.medianMBps, ssh?.upload.medianMBps, (a, b) => a >= b, mbps),
+      goal(`${name}:cpu`, `${who}: agent CPU per GiB ≤ sshd's (the printer side of ssh -L)`, ph?.farEnd?.secPerGiB, ssh?.farEnd?.secPerGiB, (a, b) => a <= b,
+        (a, b) => `${fmt(a, 2)} vs ${fmt(b, 2)} CPU s/GiB (${ratio(a, b)})`),
+    );
   }
-  {
-    const a = ph?.farEnd?.secPerGiB;
-    const b = ssh?.farEnd?.secPerGiB;
-    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
-    goals.push({
-      id: 'cpu',
-      description: "agent CPU per GiB ≤ sshd's (the printer side of ssh -L)",
-      pass: known ? (a as number) <= (b as number) : undefined,
-      detail: known ? `${fmt(a, 2)} vs ${fmt(b, 2)} CPU s/GiB (${ratio(a, b)})` : 'not measured',
-    });
-  }
-  {
-    const a = ph?.latency1?.p50Ms;
-    const b = direct?.latency1?.p50Ms;
-    const known = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b);
-    const over = known ? (a as number) - (b as number) : NaN;
-    goals.push({
-      id: 'overhead',
-      description: 'p50 small-request overhead over direct < 1 ms (1 keep-alive connection)',
-      pass: known ? over < 1 : undefined,
-      detail: known ? `+${fmt(over, 3)} ms (${fmt(a, 3)} vs ${fmt(b, 3)} ms)` : 'not measured',
-    });
-  }
+  const ph = get('porthole');
+  goals.push(
+    goal('overhead', 'p50 small-request overhead over direct < 1 ms (1 keep-alive connection)', ph?.latency1?.p50Ms, direct?.latency1?.p50Ms, (a, b) => a - b < 1,
+      (a, b) => `+${fmt(a - b, 3)} ms (${fmt(a, 3)} vs ${fmt(b, 3)} ms)`),
+    goal('rps', "req/s at 50 connections ≥ half of nginx's", ph?.latencyN?.rps, nginx?.latencyN?.rps, (a, b) => a >= b / 2,
+      (a, b) => `${fmt(a, 0)} vs ${fmt(b, 0)} req/s (${ratio(a, b)})`),
+    goal('agent-rss', 'agent resident memory < 60 MB (peak during the transfers)', ph?.farRssPeak, 60e6, (a, b) => a < b,
+      (a) => `${fmt(a / 1e6, 1)} MB peak (${fmt((ph?.farRssIdle ?? NaN) / 1e6, 1)} MB before)`),
+  );
   return goals;
 }
 
@@ -201,6 +223,8 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
     latency1Ms: opts.latency1Ms ?? 3_000,
     latencyNMs: opts.latencyNMs ?? 5_000,
     warmupMiB: opts.warmupMiB ?? 16,
+    streams: opts.streams ?? 8,
+    echoMessages: opts.echoMessages ?? 2_000,
   };
   const results: PathResult[] = [];
   const origin = await startBenchOrigin();
@@ -216,7 +240,7 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
               ? await nginxPath(origin.port)
               : name === 'ssh'
                 ? await sshPath(origin.port)
-                : await portholePath(origin.port, { relayEnv: opts.relayEnv, agentEnv: opts.agentEnv });
+                : await portholePath(origin.port, { relayEnv: opts.relayEnv, agentEnv: opts.agentEnv, tls: name === 'porthole-tls' });
         results.push(await benchPath(path, o, log));
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
@@ -229,6 +253,8 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
           notes: path?.notes ?? [],
           download: emptyTransfer(),
           upload: emptyTransfer(),
+          downloadN: emptyTransfer(),
+          uploadN: emptyTransfer(),
         });
       } finally {
         await path?.stop();
@@ -254,17 +280,23 @@ const cpuCell = (c: CpuResult | undefined) =>
 
 function mainRows(res: ProxyBenchResult): { header: string[]; rows: string[][] } {
   const n = res.options.connections;
+  const k = res.options.streams;
   const header = [
     'path',
     'down MB/s',
     'up MB/s',
+    `down MB/s (${k} at once)`,
+    `up MB/s (${k} at once)`,
     'p50 ms (1 conn)',
     'p99 ms (1 conn)',
     `p50 ms (${n} conn)`,
     `p99 ms (${n} conn)`,
     `req/s (${n} conn)`,
+    'WS echo p50 ms',
+    'WS echo p99 ms',
     'far-end CPU s/GiB',
     'near-end CPU s/GiB',
+    'far-end RSS MB idle / peak',
   ];
   const rows = res.paths.map((p) =>
     p.ok
@@ -272,36 +304,45 @@ function mainRows(res: ProxyBenchResult): { header: string[]; rows: string[][] }
           p.label,
           fmt(p.download.medianMBps, 0),
           fmt(p.upload.medianMBps, 0),
+          fmt(p.downloadN.medianMBps, 0),
+          fmt(p.uploadN.medianMBps, 0),
           fmt(p.latency1?.p50Ms, 3),
           fmt(p.latency1?.p99Ms, 3),
           fmt(p.latencyN?.p50Ms, 2),
           fmt(p.latencyN?.p99Ms, 2),
           fmt(p.latencyN?.rps, 0),
+          fmt(p.echo?.p50Ms, 3),
+          fmt(p.echo?.p99Ms, 3),
           cpuCell(p.farEnd),
           cpuCell(p.nearEnd),
+          p.farRssIdle !== undefined ? `${fmt(p.farRssIdle / 1e6, 1)} / ${fmt((p.farRssPeak ?? NaN) / 1e6, 1)}` : '–',
         ]
       : [p.label, 'failed', ...header.slice(2).map(() => '–')],
   );
   return { header, rows };
 }
 
-function ratioRows(res: ProxyBenchResult): { header: string[]; rows: string[][] } | undefined {
-  const ph = res.paths.find((p) => p.name === 'porthole' && p.ok);
+function ratioRows(res: ProxyBenchResult, name: 'porthole' | 'porthole-tls'): { header: string[]; rows: string[][] } | undefined {
+  const ph = res.paths.find((p) => p.name === name && p.ok);
   if (!ph) return undefined;
-  const others = res.paths.filter((p) => p.name !== 'porthole' && p.ok);
+  const others = res.paths.filter((p) => !p.name.startsWith('porthole') && p.ok);
   if (others.length === 0) return undefined;
   const n = res.options.connections;
+  const k = res.options.streams;
   const metrics: [string, (p: PathResult) => number | undefined][] = [
     ['download MB/s', (p) => p.download.medianMBps],
     ['upload MB/s', (p) => p.upload.medianMBps],
+    [`download MB/s (${k} at once)`, (p) => p.downloadN.medianMBps],
+    [`upload MB/s (${k} at once)`, (p) => p.uploadN.medianMBps],
     ['p50 latency (1 conn)', (p) => p.latency1?.p50Ms],
     [`p99 latency (${n} conn)`, (p) => p.latencyN?.p99Ms],
     [`req/s (${n} conn)`, (p) => p.latencyN?.rps],
+    ['WS echo p50', (p) => p.echo?.p50Ms],
   ];
   const rows = metrics.map(([label, f]) => [label, ...others.map((o) => ratio(f(ph), f(o)))]);
   const ssh = others.find((o) => o.name === 'ssh');
   if (ssh) rows.push(['far-end CPU/GiB (agent ÷ sshd)', ...others.map((o) => (o === ssh ? ratio(ph.farEnd?.secPerGiB, ssh.farEnd?.secPerGiB) : '–'))]);
-  return { header: ['Porthole ÷', ...others.map((o) => o.label)], rows };
+  return { header: [`${ph.label} ÷`, ...others.map((o) => o.label)], rows };
 }
 
 const verdict = (g: Goal) => (g.pass === undefined ? 'N/A ' : g.pass ? 'PASS' : 'FAIL');
@@ -309,8 +350,8 @@ const verdict = (g: Goal) => (g.pass === undefined ? 'N/A ' : g.pass ? 'PASS' : 
 function describeRun(res: ProxyBenchResult): string {
   const o = res.options;
   return (
-    `${o.sizeMiB} MiB transfers on one connection (median of ${o.runs}), small GETs for ${o.latency1Ms / 1000} s ` +
-    `on 1 and ${o.latencyNMs / 1000} s on ${o.connections} keep-alive connections; all on 127.0.0.1; ` +
+    `${o.sizeMiB} MiB transfers on one connection and split over ${o.streams} at once (median of ${o.runs}), small GETs for ${o.latency1Ms / 1000} s ` +
+    `on 1 and ${o.latencyNMs / 1000} s on ${o.connections} keep-alive connections, ${o.echoMessages} WebSocket echo round trips of 128 bytes one at a time; all on 127.0.0.1; ` +
     `${res.environment.cpus}× ${res.environment.cpuModel}, Node ${res.environment.node}, Linux ${res.environment.kernel}; ` +
     `${res.date}, ${Math.round(res.durationSeconds)} s.`
   );
@@ -321,8 +362,10 @@ export function renderProxyText(res: ProxyBenchResult): string {
   const out: string[] = ['Porthole proxy benchmark', describeRun(res), ''];
   const m = mainRows(res);
   out.push(textTable(m.header, m.rows), '');
-  const r = ratioRows(res);
-  if (r) out.push(textTable(r.header, r.rows), '');
+  for (const name of ['porthole', 'porthole-tls'] as const) {
+    const r = ratioRows(res, name);
+    if (r) out.push(textTable(r.header, r.rows), '');
+  }
   for (const g of res.goals) out.push(`${verdict(g)}  ${g.description}: ${g.detail}`);
   const notes = [...new Set(res.paths.flatMap((p) => p.notes))];
   for (const p of res.paths) if (!p.ok) out.push(`\n${p.label} failed: ${p.error}`);
@@ -340,8 +383,10 @@ export function renderProxyMarkdown(res: ProxyBenchResult): string {
   const out: string[] = ['### Proxy benchmark', '', describeRun(res), ''];
   const m = mainRows(res);
   out.push(markdownTable(m.header, m.rows), '');
-  const r = ratioRows(res);
-  if (r) out.push(markdownTable(r.header, r.rows), '');
+  for (const name of ['porthole', 'porthole-tls'] as const) {
+    const r = ratioRows(res, name);
+    if (r) out.push(markdownTable(r.header, r.rows), '');
+  }
   for (const g of res.goals) out.push(`- **${verdict(g).trim()}** ${g.description}: ${g.detail}`);
   for (const p of res.paths) if (!p.ok) out.push(`- ${p.label} failed: \`${(p.error ?? '').split('\n')[0]}\``);
   out.push(
@@ -362,7 +407,8 @@ function parseArgs(argv: string[]): ProxyBenchOptions & { json?: string; markdow
       if (x === undefined) throw new Error(`${a} needs a value`);
       return x;
     };
-    if (a === '--quick') Object.assign(o, { sizeMiB: 32, runs: 1, latency1Ms: 1_000, latencyNMs: 1_500, warmupMiB: 4 });
+    if (a === '--quick') Object.assign(o, { sizeMiB: 32, runs: 1, latency1Ms: 1_000, latencyNMs: 1_500, warmupMiB: 4, echoMessages: 300 });
+    else if (a === '--streams') o.streams = Number(v());
     else if (a === '--size') o.sizeMiB = Number(v());
     else if (a === '--runs') o.runs = Number(v());
     else if (a === '--connections') o.connections = Number(v());
@@ -370,7 +416,7 @@ function parseArgs(argv: string[]): ProxyBenchOptions & { json?: string; markdow
     else if (a === '--json') o.json = v();
     else if (a === '--markdown') o.markdown = v();
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--connections N] [--paths direct,nginx,ssh,porthole] [--json FILE] [--markdown FILE]\n');
+      process.stdout.write('node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--connections N] [--paths direct,nginx,ssh,porthole,porthole-tls] [--streams N] [--json FILE] [--markdown FILE]\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }

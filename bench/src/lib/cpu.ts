@@ -90,3 +90,34 @@ export type CpuMeter = () => number;
 export function cpuMeter(pids: () => number[], tree = false): CpuMeter {
   return () => pids().reduce((sum, pid) => sum + (tree ? treeCpuSeconds(pid) : processCpuSeconds(pid, true) || 0), 0);
 }
+
+/** Resident set size of one process in bytes (/proc/PID/status VmRSS), NaN when gone. */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resident memory of a whole process tree in bytes (shared pages counted once per process). */
+export function treeRssBytes(pid: number): number {
+  return processTree(pid).reduce((sum, p) => sum + (rssBytes(p) || 0), 0);
+}
+
+/** Samples `read` every `everyMs` until stopped; returns the largest value seen. */
+export function peakSampler(read: () => number, everyMs = 100): { stop(): number } {
+  let peak = read();
+  const timer = setInterval(() => {
+    const v = read();
+    if (v > peak || !Number.isFinite(peak)) peak = v;
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      const v = read();
+      return Number.isFinite(v) && v > peak ? v : peak;
+    },
+  };
+}

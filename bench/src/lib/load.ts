@@ -2,12 +2,18 @@
 // single-stream download and upload throughput, and small-GET latency with N keep-alive
 // connections. Everything is bounded by a byte count, a request count or a deadline.
 import http from 'node:http';
+import https from 'node:https';
+import WebSocket from 'ws';
 import { PATTERN_BYTES, matchesPattern, pattern } from './origin.js';
 import { percentileSorted } from './stats.js';
 
 export interface Target {
-  /** Port on 127.0.0.1. */
+  /** Port on `address`. */
   port: number;
+  /** Where to connect; default 127.0.0.1. */
+  address?: string;
+  /** HTTPS: the CA to trust and the name to ask for (SNI) and check the certificate against. */
+  tls?: { ca: string | Buffer; servername: string };
   /** Host header; default 127.0.0.1:port. */
   host?: string;
   /** Cookie header (Porthole: a signed-in owner's device session). */
@@ -28,6 +34,19 @@ function headersFor(t: Target, extra: http.OutgoingHttpHeaders = {}): http.Outgo
   return { host: t.host ?? `127.0.0.1:${t.port}`, ...(t.cookie !== undefined ? { cookie: t.cookie } : {}), ...extra };
 }
 
+/** http(s).request to the target: its address and port, and with TLS its CA and server name. */
+function requestTo(t: Target, o: http.RequestOptions, cb: (res: http.IncomingMessage) => void): http.ClientRequest {
+  const base = { ...o, host: t.address ?? '127.0.0.1', port: t.port };
+  if (t.tls === undefined) return http.request(base, cb);
+  return https.request({ ...base, ca: t.tls.ca, servername: t.tls.servername }, cb);
+}
+
+/** A keep-alive pool of `n` connections for the target (https with TLS). */
+function poolFor(t: Target, n: number): http.Agent {
+  const o = { keepAlive: true, maxSockets: n, maxFreeSockets: n };
+  return t.tls === undefined ? new http.Agent(o) : new https.Agent(o);
+}
+
 /** GET /bytes?n=bytes on a fresh connection; checks every byte against the pattern. */
 export function download(t: Target, bytes: number, timeoutMs = 300_000): Promise<TransferResult> {
   const p = thePattern();
@@ -35,8 +54,9 @@ export function download(t: Target, bytes: number, timeoutMs = 300_000): Promise
     const started = performance.now();
     let got = 0;
     let bad = false;
-    const req = http.request(
-      { host: '127.0.0.1', port: t.port, path: `/bytes?n=${bytes}`, headers: headersFor(t), agent: false },
+    const req = requestTo(
+      t,
+      { path: `/bytes?n=${bytes}`, headers: headersFor(t), agent: false },
       (res) => {
         if (res.statusCode !== 200) {
           res.resume();
@@ -71,10 +91,9 @@ export function upload(t: Target, bytes: number, timeoutMs = 300_000): Promise<T
   const p = thePattern();
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const req = http.request(
+    const req = requestTo(
+      t,
       {
-        host: '127.0.0.1',
-        port: t.port,
         method: 'POST',
         path: '/upload',
         headers: headersFor(t, { 'content-type': 'application/octet-stream', 'content-length': bytes }),
@@ -146,7 +165,7 @@ export interface LatencyResult {
 
 function getOnce(t: Target, agent: http.Agent, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: t.port, path, headers: headersFor(t), agent }, (res) => {
+    const req = requestTo(t, { path, headers: headersFor(t), agent }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
         reject(new Error(`status ${res.statusCode}`));
@@ -165,7 +184,7 @@ function getOnce(t: Target, agent: http.Agent, path: string): Promise<void> {
 /** Small-GET latency and throughput with `connections` keep-alive connections. */
 export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyResult> {
   const path = opts.path ?? '/small';
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
+  const agent = poolFor(t, opts.connections);
   const maxRequests = opts.maxRequests ?? 500_000;
   const samples = new Float64Array(maxRequests);
   let n = 0;
@@ -214,7 +233,7 @@ export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyR
 export async function waitReady(t: Target, timeoutMs = 15_000, path = '/small'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  const agent = new http.Agent({ keepAlive: false });
+  const agent = t.tls === undefined ? new http.Agent({ keepAlive: false }) : new https.Agent({ keepAlive: false });
   try {
     while (Date.now() < deadline) {
       try {
@@ -229,4 +248,77 @@ export async function waitReady(t: Target, timeoutMs = 15_000, path = '/small'):
     agent.destroy();
   }
   throw new Error(`not ready within ${timeoutMs} ms: ${last instanceof Error ? last.message : String(last)}`);
+}
+
+/**
+ * `streams` transfers at once in one direction, `totalBytes` split evenly between them, each on
+ * its own connection; MB/s is the total over the time until the last one finished.
+ */
+export async function parallel(t: Target, dir: 'down' | 'up', streams: number, totalBytes: number): Promise<TransferResult> {
+  const each = Math.floor(totalBytes / streams);
+  const started = performance.now();
+  await Promise.all(Array.from({ length: streams }, () => (dir === 'down' ? download(t, each) : upload(t, each))));
+  const seconds = (performance.now() - started) / 1000;
+  const bytes = each * streams;
+  return { bytes, seconds, mbps: bytes / 1e6 / seconds };
+}
+
+export interface EchoResult {
+  messages: number;
+  bytes: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/**
+ * WebSocket round trips to the origin's /echo through the target: one message in flight at a
+ * time (a printer UI's live socket), each answer checked; `warmup` round trips not counted.
+ */
+export async function wsEcho(t: Target, opts: { messages: number; bytes?: number; warmup?: number; timeoutMs?: number }): Promise<EchoResult> {
+  const size = opts.bytes ?? 128;
+  const warmup = opts.warmup ?? 50;
+  const scheme = t.tls === undefined ? 'ws' : 'wss';
+  const ws = new WebSocket(`${scheme}://${t.address ?? '127.0.0.1'}:${t.port}/echo`, {
+    headers: headersFor(t),
+    perMessageDeflate: false,
+    handshakeTimeout: 10_000,
+    ...(t.tls !== undefined ? { ca: t.tls.ca, servername: t.tls.servername } : {}),
+  });
+  const deadline = setTimeout(() => ws.terminate(), opts.timeoutMs ?? 60_000);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`echo: status ${res.statusCode}`)));
+    });
+    const samples = new Float64Array(opts.messages);
+    const payload = Buffer.alloc(size, 0x61);
+    for (let i = 0; i < warmup + opts.messages; i++) {
+      payload.writeUInt32BE(i, 0);
+      const t0 = performance.now();
+      const back = await new Promise<Buffer>((resolve, reject) => {
+        const onClose = () => reject(new Error(`echo: closed after ${i} round trips`));
+        ws.once('close', onClose);
+        ws.once('message', (d: Buffer) => {
+          ws.off('close', onClose);
+          resolve(d);
+        });
+        ws.send(payload);
+      });
+      if (!back.equals(payload)) throw new Error(`echo: round trip ${i} came back different`);
+      if (i >= warmup) samples[i - warmup] = performance.now() - t0;
+    }
+    const sorted = samples.sort();
+    return {
+      messages: opts.messages,
+      bytes: size,
+      p50Ms: percentileSorted(sorted, 50),
+      p99Ms: percentileSorted(sorted, 99),
+      maxMs: sorted[sorted.length - 1] ?? NaN,
+    };
+  } finally {
+    clearTimeout(deadline);
+    ws.terminate();
+  }
 }

@@ -5,11 +5,11 @@
 // GET /?action=stream streams; GET /stats says what each client was sent (socket bytes); any
 // other path is a small page (the "printer UI").
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { jpegStamp, stampJpeg, testFrames } from '@porthole/e2e/jpeg';
-import { spawnManaged } from '@porthole/e2e/procs';
 import type { ManagedProcess } from '@porthole/e2e/procs';
+import { serveInChild, startChildServer } from './child-server.js';
 
 export const SOURCE_BOUNDARY = 'boundarydonotcross';
 
@@ -51,7 +51,6 @@ async function serve(fps: number, width: number, height: number): Promise<void> 
   }
   const clients = new Set<Client>();
   const gone: SourceClientStats[] = [];
-  const sockets = new Set<Socket>();
   let seq = 0;
   let nextId = 1;
 
@@ -118,24 +117,7 @@ async function serve(fps: number, width: number, height: number): Promise<void> 
       gone.push(statsOf(c, false));
     });
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  server.listen(0, '127.0.0.1', () => {
-    process.stdout.write(`${JSON.stringify({ msg: 'source listening', port: (server.address() as AddressInfo).port, frameBytes: base.map((b) => b.length) })}\n`);
-  });
-  const stop = () => {
-    server.close();
-    for (const s of sockets) s.destroy();
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  const parent = process.ppid;
-  setInterval(() => {
-    if (process.ppid !== parent) stop();
-  }, 1_000).unref();
+  serveInChild(server, 'source listening', { frameBytes: base.map((b) => b.length) });
 }
 
 export interface MjpegSourceProcess {
@@ -150,9 +132,13 @@ export interface MjpegSourceProcess {
 
 /** Starts the source in a child process and resolves once it listens. */
 export async function startMjpegSource(o: { fps: number; width: number; height: number }): Promise<MjpegSourceProcess> {
-  const proc = spawnManaged('mjpeg-source', process.execPath, [fileURLToPath(import.meta.url), '--serve', String(o.fps), String(o.width), String(o.height)]);
-  const line = await proc.waitForLog('source listening', 30_000);
-  const port = Number(line.json?.port);
+  const { port, line, proc, close } = await startChildServer(
+    'mjpeg-source',
+    fileURLToPath(import.meta.url),
+    ['--serve', String(o.fps), String(o.width), String(o.height)],
+    'source listening',
+    30_000,
+  );
   return {
     port,
     url: `http://127.0.0.1:${port}`,
@@ -169,9 +155,7 @@ export async function startMjpegSource(o: { fps: number; width: number; height: 
           })
           .on('error', reject);
       }),
-    async close() {
-      await proc.stop(2_000);
-    },
+    close,
   };
 }
 

@@ -1,13 +1,14 @@
 // The benchmark's origin: the "printer's web service", in its own process so its CPU never
 // shares an event loop with the load generator. Lean on purpose: bodies are a fixed 1 MiB
 // pseudo-random pattern repeated (no per-byte work on either side), uploads are compared with
-// the same pattern (a memcmp), small GETs answer a ~300-byte JSON status.
+// the same pattern (a memcmp), small GETs answer a ~300-byte JSON status, and a WebSocket on
+// /echo sends every message back (the printer UI's live socket, for round-trip times).
 import { createCipheriv, createHash } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { spawnManaged } from '@porthole/e2e/procs';
+import { WebSocketServer } from 'ws';
 import type { ManagedProcess } from '@porthole/e2e/procs';
+import { serveInChild, startChildServer } from './child-server.js';
 
 export const PATTERN_BYTES = 1024 * 1024;
 
@@ -40,7 +41,6 @@ const STATUS = Buffer.from(
 
 function serve(): void {
   const pat = pattern();
-  const sockets = new Set<Socket>();
   const server = http.createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
     const u = new URL(req.url ?? '/', 'http://o.invalid');
     if (u.pathname === '/small') {
@@ -87,25 +87,19 @@ function serve(): void {
     res.writeHead(404, { 'content-length': 0 });
     res.end();
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 1024 * 1024 });
+  server.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => socket.destroy());
+    if (new URL(req.url ?? '/', 'http://o.invalid').pathname !== '/echo') {
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      ws.on('error', () => ws.terminate());
+    });
   });
-  server.listen(0, '127.0.0.1', () => {
-    process.stdout.write(`${JSON.stringify({ msg: 'origin listening', port: (server.address() as AddressInfo).port })}\n`);
-  });
-  const stop = () => {
-    server.close();
-    for (const s of sockets) s.destroy();
-    process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  // Never outlive the bench (the bench also kills it on exit).
-  const parent = process.ppid;
-  setInterval(() => {
-    if (process.ppid !== parent) stop();
-  }, 1_000).unref();
+  serveInChild(server, 'origin listening');
 }
 
 export interface BenchOrigin {
@@ -116,15 +110,8 @@ export interface BenchOrigin {
 
 /** Starts the origin in a child process and resolves once it listens. */
 export async function startBenchOrigin(): Promise<BenchOrigin> {
-  const proc = spawnManaged('origin', process.execPath, [fileURLToPath(import.meta.url), '--serve']);
-  const line = await proc.waitForLog('origin listening', 10_000);
-  return {
-    port: Number(line.json?.port),
-    proc,
-    async close() {
-      await proc.stop(2_000);
-    },
-  };
+  const c = await startChildServer('origin', fileURLToPath(import.meta.url), ['--serve'], 'origin listening');
+  return { port: c.port, proc: c.proc, close: c.close };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv.includes('--serve')) serve();

@@ -3,24 +3,26 @@
 // on 127.0.0.1 only, and stop() leaves no process or temp file behind.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { cpuMeter } from './cpu.js';
+import { cpuMeter, rssBytes, treeRssBytes } from './cpu.js';
 import type { CpuMeter } from './cpu.js';
 import { waitReady } from './load.js';
 import type { Target } from './load.js';
-import { signInToDevice } from '@porthole/e2e/auth';
+import { signIn } from './signin.js';
 import { addDevice, agentConfig, relayCommand, spawnManaged, startAgent, startRelay, tempDir } from '@porthole/e2e/procs';
 import type { AgentProcess, ManagedProcess, RelayProcess } from '@porthole/e2e/procs';
 
-export type PathName = 'direct' | 'nginx' | 'ssh' | 'porthole';
+export type PathName = 'direct' | 'nginx' | 'ssh' | 'porthole' | 'porthole-tls';
 
 export interface CpuSide {
   /** What is measured, e.g. 'sshd (printer side)'. */
   label: string;
   meter: CpuMeter;
+  /** Resident memory in bytes now (the process or its tree). */
+  rss?: () => number;
 }
 
 export interface ProxyPath {
@@ -117,13 +119,18 @@ http {
     server 127.0.0.1:${originPort};
     keepalive 64;
   }
+  map $http_upgrade $connection_upgrade {
+    default upgrade;
+    '' '';
+  }
   server {
     listen 127.0.0.1:${port};
     keepalive_requests 1000000;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
       proxy_set_header Host $http_host;
       proxy_buffering off;
       proxy_request_buffering off;
@@ -157,7 +164,7 @@ http {
     label: 'nginx',
     target: { port },
     nearEnd: { label: 'nginx', meter: cpuMeter(() => [proc.pid], true) },
-    notes: ['nginx: 1 worker, proxy_buffering and proxy_request_buffering off, proxy_buffer_size 64k, keep-alive upstream, access log off'],
+    notes: ['nginx: 1 worker, proxy_buffering and proxy_request_buffering off, proxy_buffer_size 64k, keep-alive upstream, WebSocket upgrade passed, access log off'],
     stop,
   };
 }
@@ -237,7 +244,7 @@ export async function sshPath(originPort: number): Promise<ProxyPath> {
       label: 'ssh -L',
       target: { port: localPort },
       // the listener's tree: the per-connection sshd processes that carry the forwarding
-      farEnd: { label: 'sshd', meter: cpuMeter(() => [server.pid], true) },
+      farEnd: { label: 'sshd', meter: cpuMeter(() => [server.pid], true), rss: () => treeRssBytes(server.pid) },
       nearEnd: { label: 'ssh client', meter: cpuMeter(() => [client.pid]) },
       notes: [`ssh -L: OpenSSH defaults (${cipher}, no compression)`],
       stop,
@@ -248,49 +255,130 @@ export async function sshPath(originPort: number): Promise<ProxyPath> {
   }
 }
 
+export interface TlsFiles {
+  dir: string;
+  caFile: string;
+  caPem: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/**
+ * A throwaway CA and a certificate for `domain` and `*.domain` (ECDSA P-256, 2 days), made with
+ * openssl in `dir`. Bench-time only: never committed, removed with the directory.
+ */
+export async function makeTlsFiles(dir: string, domain: string): Promise<TlsFiles> {
+  const f = (n: string) => join(dir, n);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=Porthole bench CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  await run('openssl', ['req', ...ec, '-keyout', f('key.pem'), '-out', f('req.csr'), '-subj', `/CN=${domain}`]);
+  await writeFile(f('ext.cnf'), `subjectAltName=DNS:${domain},DNS:*.${domain}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n`);
+  await run('openssl', ['x509', '-req', '-in', f('req.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-out', f('cert.pem'), '-days', '2', '-extfile', f('ext.cnf')]);
+  return { dir, caFile: f('ca.pem'), caPem: await readFile(f('ca.pem'), 'utf8'), certFile: f('cert.pem'), keyFile: f('key.pem') };
+}
+
+export const TLS_DOMAIN = 'porthole.test';
+
 export interface PortholePathOptions {
   slug?: string;
+  /** HTTPS on the relay (a throwaway CA's certificate in `files` mode), wss:// for the agent. */
+  tls?: boolean;
   /** Extra environment for the relay. */
   relayEnv?: Record<string, string>;
   /** Extra environment for the agent. */
   agentEnv?: Record<string, string>;
+  /** The address the relay binds and the agent and clients reach it on; default 127.0.0.1. */
+  relayAddress?: string;
+  /** Runs the agent with this command line prefix, e.g. ['ip', 'netns', 'exec', NS] (then node). */
+  agentWrap?: string[];
+  /** The Node.js and the agent script; default this process's and apps/agent/dist/cli.js. */
+  agentNode?: string;
+  agentCli?: string;
+  /** Services beside `ui` (e.g. a webcam at /webcam/). */
+  webcam?: string;
 }
 
-/** Porthole: a relay and an agent as child processes, the device's Host on the relay's port. */
-export async function portholePath(originPort: number, opts: PortholePathOptions = {}): Promise<ProxyPath> {
+export interface PortholePath extends ProxyPath {
+  relay: RelayProcess;
+  agent: AgentProcess;
+}
+
+/**
+ * Porthole: a relay and an agent as child processes, the device's Host on the relay's port,
+ * requests made as a signed-in owner (every request pays for the access check, as in real use).
+ */
+export async function portholePath(originPort: number, opts: PortholePathOptions = {}): Promise<PortholePath> {
   const slug = opts.slug ?? 'demo';
   let relay: RelayProcess | undefined;
   let agent: AgentProcess | undefined;
+  let tlsDir: string | undefined;
   const stop = async () => {
     await agent?.close();
     await relay?.close();
+    if (tlsDir !== undefined) await rm(tlsDir, { recursive: true, force: true });
   };
   try {
-    relay = await startRelay({ env: opts.relayEnv });
+    const address = opts.relayAddress ?? '127.0.0.1';
+    let tls: TlsFiles | undefined;
+    const env: Record<string, string> = { PORTHOLE_HOST: address, ...opts.relayEnv };
+    if (opts.tls === true) {
+      tlsDir = await tempDir('porthole-bench-tls-');
+      tls = await makeTlsFiles(tlsDir, TLS_DOMAIN);
+      Object.assign(env, {
+        PORTHOLE_TLS: 'files',
+        PORTHOLE_TLS_CERT_FILE: tls.certFile,
+        PORTHOLE_TLS_KEY_FILE: tls.keyFile,
+        PORTHOLE_HTTP_PORT: String(await freePort()),
+      });
+    }
+    const domain = tls !== undefined ? TLS_DOMAIN : 'localhost';
+    relay = await startRelay({ env, domain });
     const password = 'measure twice, print once';
     await relayCommand(relay, ['user', 'add', '--username', 'bench', '--password-stdin'], 30_000, password);
     const device = await addDevice(relay, { name: slug, slug, owner: 'bench' });
-    agent = await startAgent({
-      config: agentConfig({ relay, credential: device.credential, ui: `http://127.0.0.1:${originPort}` }),
-      env: opts.agentEnv,
-    });
-    // Measured as a signed-in owner: every request pays for the access check, as in real use.
-    const { cookie } = await signInToDevice(relay, { username: 'bench', password, slug });
-    const target: Target = { port: relay.port, host: `${slug}.localhost:${relay.port}`, cookie };
+    const config = {
+      ...agentConfig({
+        relay: tls !== undefined ? `wss://${TLS_DOMAIN}:${relay.port}` : `ws://${address}:${relay.port}`,
+        credential: device.credential,
+        ui: `http://127.0.0.1:${originPort}`,
+        webcam: opts.webcam,
+      }),
+      ...(tls !== undefined ? { caFile: tls.caFile, relayAddress: address } : {}),
+    };
+    agent = await startAgentWrapped(config, opts);
+    const target = await signIn({ port: relay.port, address, ca: tls?.caPem, domain, username: 'bench', password, slug });
     await waitReady(target);
     const a = agent;
     const r = relay;
     return {
-      name: 'porthole',
-      label: 'Porthole',
+      name: tls !== undefined ? 'porthole-tls' : 'porthole',
+      label: tls !== undefined ? 'Porthole TLS' : 'Porthole',
       target,
-      farEnd: { label: 'agent', meter: cpuMeter(() => [a.pid], true) },
-      nearEnd: { label: 'relay', meter: cpuMeter(() => [r.pid], true) },
-      notes: [],
+      farEnd: { label: 'agent', meter: cpuMeter(() => [a.pid], true), rss: () => treeRssBytes(a.pid) },
+      nearEnd: { label: 'relay', meter: cpuMeter(() => [r.pid], true), rss: () => rssBytes(r.pid) },
+      notes: tls !== undefined ? ['Porthole TLS: HTTPS phone → relay and wss:// agent → relay, a throwaway ECDSA P-256 CA made with openssl at bench time'] : [],
+      relay: r,
+      agent: a,
       stop,
     };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** startAgent, optionally run through a wrapper command (a network namespace) or another Node. */
+async function startAgentWrapped(config: Record<string, unknown>, opts: PortholePathOptions): Promise<AgentProcess> {
+  const node = opts.agentNode ?? process.execPath;
+  if (opts.agentWrap === undefined || opts.agentWrap.length === 0) {
+    return startAgent({ config: config as never, env: opts.agentEnv, node, cli: opts.agentCli });
+  }
+  // startAgent runs `node cli run --config F`: make "node" the wrapper (a tiny shell script).
+  const dir = await tempDir('porthole-bench-wrap-', true);
+  const wrapper = join(dir, 'node');
+  const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+  await writeFile(wrapper, `#!/bin/sh\nexec ${[...opts.agentWrap, node].map(quote).join(' ')} "$@"\n`, { mode: 0o755 });
+  return startAgent({ config: config as never, env: opts.agentEnv, node: wrapper, cli: opts.agentCli });
 }
