@@ -257,7 +257,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
         return;
       }
       // A reused keep-alive stream the printer closed just now: retry once when it is safe.
-      if (mayRetry && proxyReq.reusedSocket && IDEMPOTENT.has(method) && !hasBody && !res.headersSent && !req.destroyed) {
+      // Never after our own response timeout: the printer did get the request, and a retry
+      // would make the phone wait twice as long for the same 504.
+      const timedOut = err instanceof OpenStreamError && err.kind === 'timeout';
+      if (mayRetry && !timedOut && proxyReq.reusedSocket && IDEMPOTENT.has(method) && !hasBody && !res.headersSent && !req.destroyed) {
         rlog.debug({ err }, 'retrying on a fresh stream');
         forward(req, res, tunnel, service, target, headers, rlog, false, adopt);
         return;
