@@ -26,7 +26,7 @@ export interface RelayAppOptions {
   /** /_porthole/* on device hosts (handoff, share links): the relay's, never forwarded. */
   relayPaths?: (req: http.IncomingMessage, res: http.ServerResponse, slug: string) => Promise<boolean>;
   /** The relay's own routes (dashboard, API), registered before the app is ready. */
-  routes?: (app: FastifyInstance, registry: TunnelRegistry) => Promise<void>;
+  routes?: (app: FastifyInstance, registry: TunnelRegistry, webcam: WebcamHub) => Promise<void>;
   /** Device pairing: the agent-facing /_porthole/pair/* routes. Off when absent. */
   pairing?: PairingService;
   session?: Partial<SessionConfig>;
@@ -134,7 +134,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
   app.get('/healthz', async () => ({ ok: true }));
   await app.register(opsRoutes, { health, metrics, ...(opts.metricsToken !== undefined ? { metricsToken: opts.metricsToken } : {}) });
   await app.register(agentDownloadRoutes, {});
-  if (opts.routes !== undefined) await opts.routes(app, registry);
+  if (opts.routes !== undefined) await opts.routes(app, registry, webcam);
   if (opts.pairing !== undefined) await app.register(pairingRoutes, { pairing: opts.pairing });
   app.addHook('onClose', async () => agents.close());
   app.addHook('onClose', async () => webcam.close());

@@ -92,7 +92,7 @@ export async function startRelay(config: RelayConfig, opts: StartOptions = {}): 
     webcam: { graceMs: config.webcamGraceMs, viewerFps: config.webcamViewerFps },
     session: { keepAliveInterval: config.keepAliveIntervalMs, keepAliveTimeout: config.keepAliveTimeoutMs },
     responseTimeoutMs: config.responseTimeoutMs,
-    routes: async (app, registry) => {
+    routes: async (app, registry, webcam) => {
       registryRef = registry;
       access.registerOpenRoute(app);
       await registerWeb(app, {
@@ -118,6 +118,7 @@ export async function startRelay(config: RelayConfig, opts: StartOptions = {}): 
           sessions.revokeFor({ deviceId }).catch((e: Error) => log.error({ err: e }, 'could not end device sessions'));
         },
         config: { publicUrl: config.publicUrl, domain: config.domain, secureCookies },
+        webcam: { hub: webcam, tunnel: (deviceId) => registry.get(deviceId) },
       });
     },
   });

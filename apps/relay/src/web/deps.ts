@@ -8,6 +8,7 @@ import type { User, UserStore } from '../accounts/users.js';
 import type { PrismaClient } from '../db/index.js';
 import type { DeviceStore } from '../devices.js';
 import type { PairingService } from '../pairing/service.js';
+import type { DashboardWebcam } from './webcam-routes.js';
 
 export interface WebConfig {
   /** The relay's public origin (scheme, host, port), as phones reach the dashboard. */
@@ -36,6 +37,10 @@ export interface WebDeps {
   /** Cuts a device's tunnel now (after revoke or delete). */
   dropDevice: (deviceId: string, reason: string) => void;
   config: WebConfig;
+  /** The webcam fan-out and live tunnels, for the dashboard's thumbnails and stream; without it those routes are absent. */
+  webcam?: DashboardWebcam;
+  /** The built dashboard; default: $PORTHOLE_DASHBOARD_DIR or apps/dashboard/dist. */
+  dashboardDir?: string;
   /** Clock for expiry arithmetic; defaults to the real one. */
   now?: () => Date;
 }

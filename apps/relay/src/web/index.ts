@@ -1,19 +1,23 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RelayError } from '../errors.js';
 import { accountRoutes } from './account-routes.js';
+import { dashboardRoutes } from './dashboard.js';
 import { registerAuth } from './auth-plugin.js';
 import type { WebDeps } from './deps.js';
 import { deviceRoutes } from './device-routes.js';
 import { BODY_LIMIT, toProblem } from './http.js';
 import { errorPageHtml, pageRoutes } from './pages.js';
 import { isApiPath, securityHeaders } from './security.js';
+import { webcamRoutes } from './webcam-routes.js';
 
 export type { Auth, WebConfig, WebDeps } from './deps.js';
 export { DASHBOARD_SESSION_TTL_MS, deviceOrigin } from './deps.js';
+export { DASHBOARD_PREFIX, defaultDashboardDir } from './dashboard.js';
+export type { DashboardWebcam } from './webcam-routes.js';
 
 /**
- * The relay's dashboard: the JSON API under /api and the plain pages, on the relay's own
- * domain. Call it on the app before any other route is added and before `ready()`:
+ * The relay's dashboard: the JSON API under /api, the phone dashboard (a static build) under
+ * /app/, and the plain no-script pages, on the relay's own domain. Call it on the app before any other route is added and before `ready()`:
  *
  * - on the root: the `request.auth` decorator and the security headers (CSP, nosniff,
  *   frame-ancestors/X-Frame-Options, Referrer-Policy, HSTS over TLS, no-store on /api) on every
@@ -52,9 +56,11 @@ export async function registerWeb(app: FastifyInstance, deps: WebDeps): Promise<
         });
         await api.register(accountRoutes, deps);
         await api.register(deviceRoutes, deps);
+        await api.register(webcamRoutes, deps);
       },
       { prefix: '/api' },
     );
     await web.register(pageRoutes, deps);
+    await web.register(dashboardRoutes, deps);
   });
 }
