@@ -114,17 +114,17 @@ export function webcamViewer(deviceId: string, name: string, signal: AbortSignal
       saveOrientation(deviceId, o);
       apply();
     }),
-    btn('Flip left to right', 'Flip ↔', () => {
+    btn('Mirror left to right', 'Mirror', () => {
       o.flipH = !o.flipH;
       saveOrientation(deviceId, o);
       apply();
     }),
-    btn('Flip upside down', 'Flip ↕', () => {
+    btn('Flip upside down', 'Flip', () => {
       o.flipV = !o.flipV;
       saveOrientation(deviceId, o);
       apply();
     }),
-    btn('Reset zoom', '1×', () => {
+    btn('Reset zoom', 'Reset zoom', () => {
       scale = 1;
       tx = ty = 0;
       apply();
