@@ -3,6 +3,7 @@ import https from 'node:https';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { AGENT_PATH, type SessionConfig } from '@porthole/protocol';
+import { checkRequest, clientErrorHandler, DEFAULT_HTTP_LIMITS, refuseSocket, serverOptions, watchBody, type HttpLimits } from './http-limits.js';
 import { agentDownloadRoutes } from './ops/agent-download.js';
 import { HealthChecks } from './ops/health.js';
 import { RelayMetrics, requestTarget } from './ops/metrics.js';
@@ -41,6 +42,12 @@ export interface RelayAppOptions {
   webcam?: Partial<WebcamOptions>;
   /** Bearer token for /metrics from anywhere; without one only loopback may scrape. */
   metricsToken?: string;
+  /** What a request may be (target and header sizes, header and body timeouts); see http-limits.ts. */
+  limits?: Partial<HttpLimits>;
+  /** Exchanges proxied to one device at once; beyond it 503 + Retry-After. Default 256. */
+  maxStreamsPerDevice?: number;
+  /** Agent endpoint: failed attempts per address before 429 (burst, earned back per minute). */
+  agentThrottle?: { burst: number; perMinute: number };
 }
 
 export interface RelayApp {
@@ -81,18 +88,28 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     auth: opts.devices,
     log: opts.log.child({ component: 'agents' }),
     session: opts.session,
-    tunnel: { openTimeoutMs: opts.openTimeoutMs ?? 10_000, maxFreeStreams: 48, idleStreamMs: 4_000 },
+    tunnel: { openTimeoutMs: opts.openTimeoutMs ?? 10_000, maxFreeStreams: 48, idleStreamMs: 4_000, maxExchanges: opts.maxStreamsPerDevice ?? 256 },
     maxPayload: 8 * 1024 * 1024,
     onRefused: () => metrics.authFailure('agent'),
+    ...(opts.agentThrottle !== undefined ? { throttle: opts.agentThrottle } : {}),
   });
+  const limits: HttpLimits = { ...DEFAULT_HTTP_LIMITS, ...opts.limits };
 
   let server!: http.Server;
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: opts.trustProxy,
+    // Parse errors (every request-smuggling shape), oversized and slow heads: refused here, never routed.
+    clientErrorHandler,
     serverFactory: (handler) => {
       const dispatch: http.RequestListener = (req, res) => {
+        const refusal = checkRequest(req, limits);
+        if (refusal !== undefined) {
+          sendPage(res, refusal.status, refusal.title, `<h1>${refusal.title}</h1><p>${refusal.detail}</p>`, { connection: 'close' });
+          return;
+        }
+        watchBody(req, res, limits.bodyIdleTimeoutMs);
         const target = classifyHost(req.headers.host, req.url, opts.domain);
         if (target.kind === 'device') proxy.handleRequest(req, res, target.slug);
         else if (target.kind === 'invalid') sendPage(res, 400, 'Bad request', `<h1>Bad request</h1><p>${target.reason}</p>`);
@@ -101,8 +118,8 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
       const hsts = opts.https?.hsts;
       server =
         hsts === undefined
-          ? http.createServer(dispatch)
-          : https.createServer({ ALPNProtocols: ['http/1.1'] }, (req, res) => {
+          ? http.createServer(serverOptions(limits), dispatch)
+          : https.createServer({ ...serverOptions(limits), ALPNProtocols: ['http/1.1'] }, (req, res) => {
               res.setHeader('strict-transport-security', hsts);
               dispatch(req, res);
             });
@@ -112,6 +129,12 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => metrics.timeRequest(res, requestTarget(req, opts.domain)));
   server.on('upgrade', (req, socket, head) => {
+    const refusal = checkRequest(req, limits);
+    if (refusal !== undefined) {
+      socket.on('error', () => socket.destroy());
+      refuseSocket(socket, refusal.status, `${refusal.title}: ${refusal.detail}`);
+      return;
+    }
     const target = classifyHost(req.headers.host, req.url, opts.domain);
     if (target.kind === 'device') {
       proxy.handleUpgrade(req, socket, head, target.slug);
@@ -125,10 +148,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
     }
     socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
-  // Long uploads at a printer's pace must not hit Node's 5-minute whole-request limit; slow
-  // headers still time out.
-  server.requestTimeout = 0;
-  server.headersTimeout = 30_000;
+  // requestTimeout (0: long uploads at a printer's pace) and headersTimeout are in serverOptions().
   server.keepAliveTimeout = 65_000;
 
   app.get('/healthz', async () => ({ ok: true }));

@@ -71,6 +71,23 @@ export interface RelayConfig {
   readonly keepAliveTimeoutMs: number;
   /** How long a printer's service may take to start answering a request before the phone gets a 504. */
   readonly responseTimeoutMs: number;
+  /** Hostile input: a request target longer than this gets 414, before anything else. */
+  readonly maxUrlBytes: number;
+  /** Hostile input: request header fields (names and values) above this many bytes get 431. */
+  readonly maxHeaderBytes: number;
+  /** Hostile input: a request whose headers are not complete within this long gets 408 (slowloris). */
+  readonly headersTimeoutMs: number;
+  /**
+   * Hostile input: a request body the relay is ready to read but that brings no byte for this long
+   * gets 408 and is aborted. An idle timer, not a total: a 2 GiB upload at the printer's pace is fine.
+   */
+  readonly bodyIdleTimeoutMs: number;
+  /** Concurrent exchanges (HTTP requests, WebSockets) proxied to one device; beyond it 503 + Retry-After. */
+  readonly maxStreamsPerDevice: number;
+  /** Agent endpoint: failed attempts an address may make at once before it gets 429 without any credential check. */
+  readonly agentRefusalBurst: number;
+  /** Agent endpoint: how many of those attempts an address earns back per minute. */
+  readonly agentRefusalsPerMinute: number;
 }
 
 export const TLS_MODES = ['off', 'acme', 'files'] as const;
@@ -109,6 +126,13 @@ export const DEFAULTS = {
   keepAliveIntervalMs: 15_000,
   keepAliveTimeoutMs: 45_000,
   responseTimeoutMs: 60_000,
+  maxUrlBytes: 8 * 1024,
+  maxHeaderBytes: 16 * 1024,
+  headersTimeoutMs: 30_000,
+  bodyIdleTimeoutMs: 60_000,
+  maxStreamsPerDevice: 256,
+  agentRefusalBurst: 10,
+  agentRefusalsPerMinute: 30,
 } as const satisfies Partial<Record<keyof RelayConfig | 'httpsPort', unknown>>;
 
 type Kind = 'string' | 'number' | 'boolean';
@@ -143,6 +167,13 @@ export const ENV_VARS = {
   keepAliveIntervalMs: ['PORTHOLE_KEEPALIVE_INTERVAL_MS', 'number'],
   keepAliveTimeoutMs: ['PORTHOLE_KEEPALIVE_TIMEOUT_MS', 'number'],
   responseTimeoutMs: ['PORTHOLE_RESPONSE_TIMEOUT_MS', 'number'],
+  maxUrlBytes: ['PORTHOLE_MAX_URL_BYTES', 'number'],
+  maxHeaderBytes: ['PORTHOLE_MAX_HEADER_BYTES', 'number'],
+  headersTimeoutMs: ['PORTHOLE_HEADERS_TIMEOUT_MS', 'number'],
+  bodyIdleTimeoutMs: ['PORTHOLE_BODY_IDLE_TIMEOUT_MS', 'number'],
+  maxStreamsPerDevice: ['PORTHOLE_MAX_STREAMS_PER_DEVICE', 'number'],
+  agentRefusalBurst: ['PORTHOLE_AGENT_REFUSAL_BURST', 'number'],
+  agentRefusalsPerMinute: ['PORTHOLE_AGENT_REFUSALS_PER_MINUTE', 'number'],
 } as const satisfies Record<keyof RelayConfig, readonly [string, Kind]>;
 
 /** Names the config file when `file` is not given. */
@@ -229,6 +260,13 @@ const ConfigSchema = z.strictObject({
   keepAliveIntervalMs: z.int().min(1_000).max(600_000).default(DEFAULTS.keepAliveIntervalMs),
   keepAliveTimeoutMs: z.int().min(2_000).max(3_600_000).default(DEFAULTS.keepAliveTimeoutMs),
   responseTimeoutMs: z.int().min(1_000).max(3_600_000).default(DEFAULTS.responseTimeoutMs),
+  maxUrlBytes: z.int().min(256).max(64 * 1024).default(DEFAULTS.maxUrlBytes),
+  maxHeaderBytes: z.int().min(1024).max(256 * 1024).default(DEFAULTS.maxHeaderBytes),
+  headersTimeoutMs: z.int().min(200).max(600_000).default(DEFAULTS.headersTimeoutMs),
+  bodyIdleTimeoutMs: z.int().min(200).max(3_600_000).default(DEFAULTS.bodyIdleTimeoutMs),
+  maxStreamsPerDevice: z.int().min(1).max(100_000).default(DEFAULTS.maxStreamsPerDevice),
+  agentRefusalBurst: z.int().min(1).max(100_000).default(DEFAULTS.agentRefusalBurst),
+  agentRefusalsPerMinute: z.int().min(1).max(1_000_000).default(DEFAULTS.agentRefusalsPerMinute),
 }).superRefine((c, ctx) => {
   const need = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
   if (c.keepAliveTimeoutMs <= c.keepAliveIntervalMs) need('keepAliveTimeoutMs', 'must be longer than keepAliveIntervalMs');
@@ -341,6 +379,13 @@ function derive(c: z.output<typeof ConfigSchema>, cwd: string): RelayConfig {
     keepAliveIntervalMs: c.keepAliveIntervalMs,
     keepAliveTimeoutMs: c.keepAliveTimeoutMs,
     responseTimeoutMs: c.responseTimeoutMs,
+    maxUrlBytes: c.maxUrlBytes,
+    maxHeaderBytes: c.maxHeaderBytes,
+    headersTimeoutMs: c.headersTimeoutMs,
+    bodyIdleTimeoutMs: c.bodyIdleTimeoutMs,
+    maxStreamsPerDevice: c.maxStreamsPerDevice,
+    agentRefusalBurst: c.agentRefusalBurst,
+    agentRefusalsPerMinute: c.agentRefusalsPerMinute,
   };
 }
 

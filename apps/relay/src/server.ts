@@ -92,6 +92,14 @@ export async function startRelay(config: RelayConfig, opts: StartOptions = {}): 
     webcam: { graceMs: config.webcamGraceMs, viewerFps: config.webcamViewerFps },
     session: { keepAliveInterval: config.keepAliveIntervalMs, keepAliveTimeout: config.keepAliveTimeoutMs },
     responseTimeoutMs: config.responseTimeoutMs,
+    limits: {
+      maxUrlBytes: config.maxUrlBytes,
+      maxHeaderBytes: config.maxHeaderBytes,
+      headersTimeoutMs: config.headersTimeoutMs,
+      bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+    },
+    maxStreamsPerDevice: config.maxStreamsPerDevice,
+    agentThrottle: { burst: config.agentRefusalBurst, perMinute: config.agentRefusalsPerMinute },
     routes: async (app, registry, webcam) => {
       registryRef = registry;
       access.registerOpenRoute(app);

@@ -51,6 +51,13 @@ describe('loadConfig', () => {
       keepAliveIntervalMs: 15_000,
       keepAliveTimeoutMs: 45_000,
       responseTimeoutMs: 60_000,
+      maxUrlBytes: 8192,
+      maxHeaderBytes: 16384,
+      headersTimeoutMs: 30_000,
+      bodyIdleTimeoutMs: 60_000,
+      maxStreamsPerDevice: 256,
+      agentRefusalBurst: 10,
+      agentRefusalsPerMinute: 30,
     });
     expect(DEFAULTS.port).toBe(8080);
   });
@@ -99,6 +106,13 @@ describe('loadConfig', () => {
         PORTHOLE_KEEPALIVE_INTERVAL_MS: '1000',
         PORTHOLE_KEEPALIVE_TIMEOUT_MS: '3000',
         PORTHOLE_RESPONSE_TIMEOUT_MS: '2000',
+        PORTHOLE_MAX_URL_BYTES: '4096',
+        PORTHOLE_MAX_HEADER_BYTES: '8192',
+        PORTHOLE_HEADERS_TIMEOUT_MS: '1500',
+        PORTHOLE_BODY_IDLE_TIMEOUT_MS: '2500',
+        PORTHOLE_MAX_STREAMS_PER_DEVICE: '8',
+        PORTHOLE_AGENT_REFUSAL_BURST: '3',
+        PORTHOLE_AGENT_REFUSALS_PER_MINUTE: '6',
       },
     });
     expect(c).toEqual({
@@ -129,6 +143,13 @@ describe('loadConfig', () => {
       keepAliveIntervalMs: 1000,
       keepAliveTimeoutMs: 3000,
       responseTimeoutMs: 2000,
+      maxUrlBytes: 4096,
+      maxHeaderBytes: 8192,
+      headersTimeoutMs: 1500,
+      bodyIdleTimeoutMs: 2500,
+      maxStreamsPerDevice: 8,
+      agentRefusalBurst: 3,
+      agentRefusalsPerMinute: 6,
     });
     expect(Object.keys(ENV_VARS).sort()).toEqual(Object.keys(c).sort());
   });

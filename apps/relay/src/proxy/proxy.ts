@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HelloService } from '@porthole/protocol';
-import { WsClientFilter } from '../access/ws-filter.js';
+import { WsClientFilter, WsServerGate } from '../access/ws-filter.js';
 import type { DeviceTunnel } from '../tunnel/device-tunnel.js';
 import { OpenStreamError } from '../tunnel/device-tunnel.js';
 import type { TunnelRegistry } from '../tunnel/registry.js';
@@ -68,6 +68,8 @@ export interface Proxy {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** Seconds a phone is asked to wait when a device is at its cap of concurrent exchanges. */
+const BUSY_RETRY_AFTER = '5';
 
 /**
  * The proxy as a list of small passes (node-http-proxy's idea): check the path, find the tunnel
@@ -169,7 +171,19 @@ export function createProxy(opts: ProxyOptions): Proxy {
           res.once('close', untrack);
         }
         const headers = forwardHeaders(req, { service: r.service.service, trustProxy: opts.trustProxy });
-        const fwd = (adopt?: AdoptHook) => forward(req, res, r.tunnel, r.service.service.name, r.target, headers, rlog, true, adopt);
+        const fwd = (adopt?: AdoptHook) => {
+          // The device's cap on exchanges in flight: beyond it a clear 503, not an unbounded queue.
+          const release = r.tunnel.tryAcquire();
+          if (release === undefined) {
+            rlog.warn({ active: r.tunnel.activeExchanges }, 'device at its cap of concurrent exchanges');
+            const p = errorPage('busy', r.tunnel.info.name, '');
+            sendPage(res, p.status, p.title, p.body, { 'retry-after': BUSY_RETRY_AFTER });
+            req.resume();
+            return;
+          }
+          res.once('close', release);
+          forward(req, res, r.tunnel, r.service.service.name, r.target, headers, rlog, true, adopt);
+        };
         if (opts.webcam === undefined) fwd();
         else {
           opts.webcam.handle({
@@ -288,10 +302,10 @@ export function createProxy(opts: ProxyOptions): Proxy {
     else proxyReq.end();
   }
 
-  function refuseUpgrade(socket: Duplex, status: number, title: string, body: string): void {
+  function refuseUpgrade(socket: Duplex, status: number, title: string, body: string, extraHeaders = ''): void {
     const html = page(title, body);
     socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(html)}\r\n\r\n${html}`,
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(html)}\r\n${extraHeaders}\r\n${html}`,
     );
   }
 
@@ -318,6 +332,14 @@ export function createProxy(opts: ProxyOptions): Proxy {
         const filter = r.decision.wsFilter !== undefined ? new WsClientFilter(r.decision.wsFilter) : undefined;
         // A filtered socket must stay readable: no compression extension for the printer to accept.
         if (filter !== undefined) delete headers['sec-websocket-extensions'];
+        const release = r.tunnel.tryAcquire();
+        if (release === undefined) {
+          rlog.warn({ active: r.tunnel.activeExchanges }, 'device at its cap of concurrent exchanges');
+          const p = errorPage('busy', r.tunnel.info.name, '');
+          refuseUpgrade(socket, p.status, p.title, p.body, `retry-after: ${BUSY_RETRY_AFTER}\r\n`);
+          return;
+        }
+        socket.once('close', release);
         let stream;
         try {
           stream = await r.tunnel.openStream(r.service.service.name, { via: 'websocket', remote: clientAddress(req) });
@@ -342,18 +364,29 @@ export function createProxy(opts: ProxyOptions): Proxy {
         // Both directions with backpressure; either side failing tears down the other
         // (a reset, never a clean close that could pass for a finished exchange).
         if (filter !== undefined) {
-          filter.on('violation', (reason: string) => {
-            rlog.warn({ reason }, 'viewer websocket message refused');
+          // The printer's frames pass through a gate that knows their boundaries, so a refused
+          // viewer gets a close frame with the reason's code (1008 policy, 1009 too big, 1002).
+          const gate = new WsServerGate();
+          const cut = () => {
             socket.destroy();
             stream.destroy();
+          };
+          filter.on('violation', (reason: string, code: number) => {
+            rlog.warn({ reason, code }, 'viewer websocket message refused');
+            socket.unpipe(filter);
+            gate.once('end', () => stream.destroy());
+            if (!gate.closeWith(code, reason)) cut();
+            setTimeout(cut, 2_000).unref();
           });
+          gate.on('error', cut);
           if (head.length > 0) filter.write(head);
           socket.pipe(filter).pipe(stream);
+          stream.pipe(gate).pipe(socket);
         } else {
           if (head.length > 0) stream.write(head);
           socket.pipe(stream);
+          stream.pipe(socket);
         }
-        stream.pipe(socket);
         stream.on('error', () => socket.destroy());
         socket.on('error', () => stream.destroy());
         socket.on('close', () => {

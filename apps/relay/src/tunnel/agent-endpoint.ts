@@ -4,6 +4,7 @@ import { AGENT_PATH, decodeHello, HELLO_HEADER, sessionOverWebSocket, type Sessi
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { DeviceTunnel, type TunnelOptions } from './device-tunnel.js';
+import { RefusalThrottle } from './refusal-throttle.js';
 import type { TunnelRegistry } from './registry.js';
 
 export interface AuthenticatedDevice {
@@ -27,7 +28,9 @@ export interface AgentEndpointOptions {
   /** Largest WebSocket message accepted from an agent. */
   maxPayload: number;
   /** A credential was refused (metrics). */
-  onRefused?: (reason: 'unknown' | 'revoked' | 'malformed' | 'missing') => void;
+  onRefused?: (reason: 'unknown' | 'revoked' | 'malformed' | 'missing' | 'throttled') => void;
+  /** Failed attempts per source address before 429 (see RefusalThrottle); default 10 at once, 30 a minute. */
+  throttle?: { burst: number; perMinute: number; now?: () => number };
 }
 
 export { AGENT_PATH };
@@ -39,11 +42,23 @@ export { AGENT_PATH };
  */
 export const CHECK_HEADER = 'porthole-check';
 
-function refuse(socket: Duplex, status: number, reason: string): void {
+function refuse(socket: Duplex, status: number, reason: string, extraHeaders = ''): void {
   const body = `${reason}\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extraHeaders}\r\n${body}`,
   );
+  // A peer that never reads its answer does not keep the socket.
+  setTimeout(() => socket.destroy(), 5_000).unref();
+}
+
+/** The throttle's key: an IPv4 address, or an IPv6 address's /64 (one home or one VPS). */
+export function throttleKey(remote: string): string {
+  if (!remote.includes(':')) return remote;
+  const [head = '', tail] = remote.split('::');
+  const h = head === '' ? [] : head.split(':');
+  const t = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
 /**
@@ -53,11 +68,21 @@ function refuse(socket: Duplex, status: number, reason: string): void {
  */
 export function createAgentEndpoint(opts: AgentEndpointOptions) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false, clientTracking: false });
+  const throttle = new RefusalThrottle({ burst: 10, perMinute: 30, ...opts.throttle });
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const remote = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const log = opts.log.child({ remote });
+    // Every attempt costs its address a token before any credential work; success refunds it.
+    const key = throttleKey(remote);
+    const waitMs = throttle.take(key);
+    if (waitMs > 0) {
+      log.debug({ retryAfterMs: waitMs }, 'agent refused: too many failed attempts');
+      opts.onRefused?.('throttled');
+      refuse(socket, 429, 'Too Many Requests', `retry-after: ${Math.ceil(waitMs / 1000)}\r\n`);
+      return;
+    }
     const auth = req.headers.authorization ?? '';
     const m = /^Bearer ([A-Za-z0-9_-]{1,256})$/.exec(auth);
     if (m === null) {
@@ -84,6 +109,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
           refuse(socket, result.reason === 'revoked' ? 403 : 401, result.reason === 'revoked' ? 'Forbidden' : 'Unauthorized');
           return;
         }
+        throttle.give(key);
         if (socket.destroyed) return;
         if (req.headers[CHECK_HEADER] === '1') {
           log.info({ device: result.device.slug }, 'agent credential checked');

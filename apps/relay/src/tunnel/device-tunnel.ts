@@ -37,6 +37,8 @@ export interface TunnelOptions {
   maxFreeStreams: number;
   /** Idle keep-alive streams are closed after this long (shorter than typical printer servers'). */
   idleStreamMs: number;
+  /** Exchanges (HTTP requests, WebSockets) proxied to this device at once; beyond it the proxy answers 503. */
+  maxExchanges?: number;
 }
 
 /**
@@ -48,6 +50,7 @@ export class DeviceTunnel {
   private readonly agents = new Map<string, http.Agent>();
   private readonly routes: HelloRoute[];
   private readonly services: Map<string, HelloService>;
+  private exchanges = 0;
 
   constructor(
     readonly info: TunnelInfo,
@@ -61,6 +64,27 @@ export class DeviceTunnel {
 
   get closed(): boolean {
     return this.session.closed;
+  }
+
+  /** Exchanges in flight (counted by `tryAcquire`). */
+  get activeExchanges(): number {
+    return this.exchanges;
+  }
+
+  /**
+   * Counts one exchange against the device's cap: the release function (call it once, when the
+   * exchange ends), or undefined when the device is at its cap. Requests beyond the per-service
+   * keep-alive pool would otherwise queue on the relay without bound.
+   */
+  tryAcquire(): (() => void) | undefined {
+    if (this.exchanges >= (this.opts.maxExchanges ?? Infinity)) return undefined;
+    this.exchanges++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.exchanges--;
+    };
   }
 
   /** Longest-prefix route for a path (the path is already normalised by the caller). */
