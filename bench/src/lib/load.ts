@@ -181,8 +181,14 @@ function getOnce(t: Target, agent: http.Agent, path: string): Promise<void> {
   });
 }
 
-/** Small-GET latency and throughput with `connections` keep-alive connections. */
-export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyResult> {
+/**
+ * Small-GET latency and throughput with `connections` keep-alive connections; with several
+ * targets (devices on one relay), connection k asks targets[k % targets.length].
+ */
+export async function latency(target: Target | readonly Target[], opts: LatencyOptions): Promise<LatencyResult> {
+  const targets: readonly Target[] = Array.isArray(target) ? target : [target as Target];
+  const t = targets[0];
+  if (t === undefined) throw new Error('latency: no target');
   const path = opts.path ?? '/small';
   const agent = poolFor(t, opts.connections);
   const maxRequests = opts.maxRequests ?? 500_000;
@@ -191,11 +197,12 @@ export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyR
   let errors = 0;
   const phase = async (ms: number, record: boolean) => {
     const deadline = performance.now() + ms;
-    const worker = async () => {
+    const worker = async (k: number) => {
+      const tk = targets[k % targets.length] as Target;
       while (performance.now() < deadline && (!record || n < maxRequests)) {
         const t0 = performance.now();
         try {
-          await getOnce(t, agent, path);
+          await getOnce(tk, agent, path);
           if (record && n < maxRequests) samples[n++] = performance.now() - t0;
         } catch {
           errors++;
@@ -205,7 +212,7 @@ export async function latency(t: Target, opts: LatencyOptions): Promise<LatencyR
       }
     };
     const started = performance.now();
-    await Promise.all(Array.from({ length: opts.connections }, worker));
+    await Promise.all(Array.from({ length: opts.connections }, (_, k) => worker(k)));
     return (performance.now() - started) / 1000;
   };
   try {

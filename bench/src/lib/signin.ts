@@ -25,6 +25,12 @@ export interface SignInOptions {
 
 /** Signs in and returns a Target for the device: its Host, its cookie, and TLS settings if any. */
 export async function signIn(o: SignInOptions): Promise<Target> {
+  const [t] = await signInMany(o, [o.slug]);
+  return t as Target;
+}
+
+/** One login, then a Target for each of `slugs` (each opened through its handoff). */
+export async function signInMany(o: Omit<SignInOptions, 'slug'> & { slug?: string }, slugs: readonly string[]): Promise<Target[]> {
   const scheme = o.ca === undefined ? 'http' : 'https';
   const jar = new Map<string, Map<string, string>>();
   const send = (url: URL, method: string, body?: string, headers: Record<string, string> = {}): Promise<Answer> =>
@@ -66,20 +72,24 @@ export async function signIn(o: SignInOptions): Promise<Target> {
     'content-type': 'application/json',
   });
   if (login.status !== 200) throw new Error(`sign-in: login answered ${login.status} ${login.body.slice(0, 200)}`);
-  let url = new URL(`${base}/open/${o.slug}`);
-  for (let hop = 0; hop < 4; hop++) {
-    const r = await send(url, 'GET');
-    if (r.status < 300 || r.status >= 400 || r.location === undefined) break;
-    url = new URL(r.location, url);
+  const targets: Target[] = [];
+  for (const slug of slugs) {
+    let url = new URL(`${base}/open/${slug}`);
+    for (let hop = 0; hop < 4; hop++) {
+      const r = await send(url, 'GET');
+      if (r.status < 300 || r.status >= 400 || r.location === undefined) break;
+      url = new URL(r.location, url);
+    }
+    const deviceHost = `${slug}.${o.domain}`;
+    const entry = [...(jar.get(deviceHost) ?? [])].find(([k]) => k.includes('porthole_device'));
+    if (entry === undefined) throw new Error(`sign-in: no device cookie for ${deviceHost} after the handoff (at ${url.href})`);
+    targets.push({
+      port: o.port,
+      address: o.address,
+      host: `${deviceHost}:${o.port}`,
+      cookie: `${entry[0]}=${entry[1]}`,
+      ...(o.ca !== undefined ? { tls: { ca: o.ca, servername: deviceHost } } : {}),
+    });
   }
-  const deviceHost = `${o.slug}.${o.domain}`;
-  const entry = [...(jar.get(deviceHost) ?? [])].find(([k]) => k.includes('porthole_device'));
-  if (entry === undefined) throw new Error(`sign-in: no device cookie for ${deviceHost} after the handoff (at ${url.href})`);
-  return {
-    port: o.port,
-    address: o.address,
-    host: `${deviceHost}:${o.port}`,
-    cookie: `${entry[0]}=${entry[1]}`,
-    ...(o.ca !== undefined ? { tls: { ca: o.ca, servername: deviceHost } } : {}),
-  };
+  return targets;
 }
