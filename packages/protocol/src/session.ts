@@ -12,6 +12,9 @@ export interface Transport {
   /** Sends bytes in order. Returns false when the transport's own buffer is above its mark;
    * the owner then calls `session.transportDrained()` once it has room again. */
   write(chunk: Buffer): boolean;
+/** Pongs and refusals a blocked transport still gets, for a peer that is not reading. */
+const MAX_ANSWERS_WHILE_BLOCKED = 256;
+
   /** The session is over; release the transport. */
   close(err?: Error): void;
 }
@@ -85,6 +88,8 @@ export class Session extends EventEmitter<SessionEvents> {
   private _closeError: Error | undefined;
 
   constructor(opts: SessionOptions) {
+  /** Answers (pongs, refusals) queued since the transport stopped taking bytes; see mayAnswer(). */
+  private answersWhileBlocked = 0;
     super();
     this.role = opts.role;
     this.config = verifyConfig(opts.config);
@@ -265,7 +270,9 @@ export class Session extends EventEmitter<SessionEvents> {
     const { type, flags, streamId, length } = header;
     if (type === FrameType.Ping) {
       if (streamId !== 0) throw new ProtocolError(ErrorCode.InvalidStreamId, 'ping on a stream id');
-      if (flags & Flag.SYN) this.sendFrame(FrameType.Ping, Flag.ACK, 0, length);
+      if (flags & Flag.SYN) {
+        if (this.mayAnswer()) this.sendFrame(FrameType.Ping, Flag.ACK, 0, length);
+      }
       else if (flags & Flag.ACK) this.onPong(length);
       return;
     }
@@ -289,7 +296,7 @@ export class Session extends EventEmitter<SessionEvents> {
       this.lastInboundId = streamId;
       if (this.localGoAway || this.remoteGoAway || this.streams.size >= this.config.maxConcurrentStreams) {
         // Refuse this one stream, keep the session.
-        this.sendFrame(FrameType.WindowUpdate, Flag.RST, streamId, 0);
+        if (this.mayAnswer()) this.sendFrame(FrameType.WindowUpdate, Flag.RST, streamId, 0);
         return;
       }
       stream = this.createStream(streamId, true);
@@ -305,6 +312,19 @@ export class Session extends EventEmitter<SessionEvents> {
     else if (length > 0) stream.onWindowUpdate(length);
     const streamFlags = flags & (Flag.ACK | Flag.FIN | Flag.RST);
     if (streamFlags !== 0) stream.onFlags(streamFlags);
+  }
+
+  /**
+   * A peer that makes us answer (pings, SYNs we refuse) but never reads the answers would grow
+   * our send buffer by a byte for every byte it sends (found by test/fuzz.test.ts). While the
+   * transport is blocked or a megabyte is queued, at most MAX_ANSWERS_WHILE_BLOCKED answers leave.
+   */
+  private mayAnswer(): boolean {
+    if (!this.transportBlocked && this.outBytes < this.config.transportHighWaterMark) {
+      this.answersWhileBlocked = 0;
+      return true;
+    }
+    return ++this.answersWhileBlocked <= MAX_ANSWERS_WHILE_BLOCKED;
   }
 
   /** Refuses a Data frame larger than the stream's window from its header, before the payload is held. */
