@@ -124,8 +124,9 @@ describe('phone dashboard', () => {
     demoId = device.id;
     await startAgent({ config: agentConfig({ relay, credential: device.credential, ui: demo.url, webcam: demo.url }) });
 
-    // Sign out and back in.
-    await page.getByRole('button', { name: 'Sign out' }).click();
+    // Sign out (from the account page) and back in.
+    await page.getByRole('link', { name: 'Account' }).click();
+    await page.getByRole('button', { name: 'Sign out', exact: true }).click();
     await page.waitForURL(/\/app\/login\?signedOut=1$/);
     await expect.poll(() => page.getByRole('status').textContent()).toContain('You are signed out');
     await checkPage(page, '02-login');

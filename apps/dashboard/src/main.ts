@@ -21,6 +21,8 @@ export interface Ctx {
   setTitle(title: string): void;
   go(path: string, replace?: boolean): void;
   refreshMe(): Promise<Me | null>;
+  /** Ends this sign-in (and the printer sessions opened from it) and shows the sign-in page. */
+  signOut(): Promise<void>;
 }
 
 type View = (ctx: Ctx) => void | Promise<void>;
@@ -74,7 +76,6 @@ function renderBar(): void {
       link('/account', 'Account', path === '/account'),
       me.user.isAdmin ? link('/admin', 'Users', path === '/admin') : null,
     ),
-    h('button', { type: 'button', class: 'link', onclick: () => void signOut() }, 'Sign out'),
   );
 }
 
@@ -128,6 +129,7 @@ async function route(): Promise<void> {
       setTitle: (t) => (document.title = `${t} · Porthole`),
       go,
       refreshMe,
+      signOut,
     });
   } catch (err) {
     if (ac.signal.aborted) return;

@@ -141,7 +141,15 @@ function sessionsSection(ctx: Ctx): HTMLElement {
 
 export async function accountView(ctx: Ctx): Promise<void> {
   ctx.setTitle('Account');
-  ctx.main.append(h('h1', null, `Account: ${ctx.me?.user.username ?? ''}`), passwordSection(ctx), totpSection(ctx), sessionsSection(ctx));
+  const out = h('button', { type: 'button', class: 'secondary', onclick: () => void ctx.signOut() }, 'Sign out');
+  ctx.main.append(
+    h('h1', null, `Account: ${ctx.me?.user.username ?? ''}`),
+    h('div', { class: 'actions' }, out),
+    h('p', { class: 'hint' }, 'Signing out also closes the printers you opened from this sign-in.'),
+    passwordSection(ctx),
+    totpSection(ctx),
+    sessionsSection(ctx),
+  );
 }
 
 export async function adminView(ctx: Ctx): Promise<void> {

@@ -10,6 +10,7 @@ import { clientAddress } from '../proxy/headers.js';
 import { page, sendPage } from '../proxy/pages.js';
 import type { AccessContext, Authorize, Decision } from '../proxy/proxy.js';
 import type { TunnelRegistry } from '../tunnel/registry.js';
+import { shareViewHtml } from '../web/share-view.js';
 import { LiveConnections } from './live.js';
 import { isRole, moonrakerMessageAllowed, profileOf, viewerMay, type Role } from './policy.js';
 
@@ -199,14 +200,13 @@ export function createDeviceAccess(o: DeviceAccessOptions) {
         const svc = tunnel.info.hello.services.find((s) => s.name === r.service);
         return svc !== undefined && profileOf(svc) === 'camera';
       });
-      const img =
-        cam === undefined
-          ? '<p>No webcam is configured on this printer.</p>'
-          : `<img src="${esc(cam.path)}?action=stream" alt="Live webcam of ${esc(device.name)}" style="width:100%;height:auto;background:#000;border-radius:8px">`;
-      const html = page(
-        `${device.name} — live`,
-        `<h1>${esc(device.name)}</h1>${tunnel === undefined ? '<p>The printer is offline right now.</p>' : img}<p class="muted">View only.</p>`,
-      );
+      const html = shareViewHtml({
+        name: device.name,
+        streamPath: cam === undefined ? undefined : `${cam.path}?action=stream`,
+        online: tunnel !== undefined,
+        since: tunnel?.connectedAt ?? o.registry.lastOffline(device.id),
+        endsAt: v.session.expiresAt,
+      });
       res.writeHead(200, {
         'content-type': 'text/html; charset=utf-8',
         'cache-control': 'no-store',

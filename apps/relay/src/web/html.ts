@@ -85,7 +85,7 @@ export interface LayoutOptions {
 /** A whole page: viewport for phones, one inline stylesheet (the CSP allows inline styles, never scripts). */
 export function layout(o: LayoutOptions): string {
   const nav = o.user
-    ? html`<header><a class="brand" href="/">Porthole</a><a href="/">Printers</a><a href="/account">Account</a><form class="inline" method="post" action="/logout"><input type="hidden" name="_csrf" value="${o.user.csrf}"><button class="secondary" type="submit">Sign out ${o.user.username}</button></form></header>`
-    : html`<header><a class="brand" href="/">Porthole</a></header>`;
+    ? html`<header><a class="brand" href="/">Porthole</a><a href="/app/">Phone dashboard</a><a href="/">Printers</a><a href="/account">Account</a><form class="inline" method="post" action="/logout"><input type="hidden" name="_csrf" value="${o.user.csrf}"><button class="secondary" type="submit">Sign out ${o.user.username}</button></form></header>`
+    : html`<header><a class="brand" href="/">Porthole</a><a href="/app/">Phone dashboard</a></header>`;
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>${escapeHtml(o.title)} · Porthole</title><style>${STYLE}</style></head><body>${nav.text}<main>${o.body.text}</main></body></html>`;
 }

@@ -24,7 +24,7 @@ const MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024;
 /** The dashboard's own stream: a phone on cellular needs no more. */
 const MAX_DASHBOARD_FPS = 15;
 /** How often an open stream checks that its viewer still has a role on the device. */
-const RECHECK_MS = 10_000;
+const RECHECK_MS = 5_000;
 
 const Params = z.object({ id: z.string().min(1).max(128) });
 const StreamQuery = z.object({ fps: z.coerce.number().min(0.1).max(MAX_DASHBOARD_FPS).optional() }).loose();
