@@ -41,8 +41,7 @@ let cookie: string;
 let host: string;
 
 /** Figures for docs/RELIABILITY.md, printed at the end of the run. */
-const figures: { attack: string; outcome: string; ms: number }[] = [];
-const note = (attack: string, outcome: string, ms: number) => figures.push({ attack, outcome, ms: Math.round(ms) });
+const figures: { attack: string; outcome: string; ms: number; servedMs: number }[] = [];
 
 /**
  * The check every test ends with: the relay still serves another user through the tunnel.
@@ -55,6 +54,12 @@ async function stillServes(): Promise<number> {
   expect(r.json<{ state: unknown }>()).toHaveProperty('state');
   expect(origin.find('/api/status?still=serving').length).toBeGreaterThan(0);
   return Date.now() - t;
+}
+
+/** Records an attack's figures after checking that the relay still serves a user (stillServes). */
+async function survived(attack: string, outcome: string, ms: number): Promise<void> {
+  const servedMs = await stillServes();
+  figures.push({ attack, outcome, ms: Math.round(ms), servedMs });
 }
 
 /** A request head for the device with the owner's cookie, and `extra` header lines. */
@@ -114,7 +119,8 @@ afterAll(async () => {
   await stopAll();
   await origin?.close();
   if (figures.length > 0) {
-    process.stdout.write(`\nhostile-input figures (ms):\n${figures.map((f) => `  ${f.attack} | ${f.outcome} | ${f.ms}`).join('\n')}\n`);
+    const rows = figures.map((f) => `| ${f.attack} | ${f.outcome} | ${f.ms} | ${f.servedMs} |`);
+    process.stdout.write(`\nhostile-input figures:\n| attack | outcome | refused after (ms) | next user request (ms) |\n|---|---|---|---|\n${rows.join('\n')}\n`);
   }
 });
 
@@ -151,8 +157,7 @@ describe('request smuggling shapes are refused before anything reaches the tunne
     // Give anything that slipped through time to arrive, then check nothing did.
     await new Promise((res) => setTimeout(res, 150));
     expect(origin.requests.filter((q) => q.url.includes('smuggle='))).toEqual([]);
-    note(`smuggling: ${name}`, '400, connection closed', r.ms);
-    await stillServes();
+    await survived(`smuggling: ${name}`, '400, connection closed', r.ms);
   });
 
   it('a smuggled request pipelined behind a valid one: the connection is refused, the smuggled part never forwarded', async () => {
@@ -180,8 +185,7 @@ describe('oversized requests', () => {
     const r = await rawRequest(relay.port, head(`GET /api/status?big=${'a'.repeat(n)} HTTP/1.1`) + '\r\n');
     expect(r.status, r.text.slice(0, 200)).toBe(414);
     expect(origin.find((q) => q.url.includes('big='))).toEqual([]);
-    note(`${n / 1024} KiB URL`, '414', r.ms);
-    await stillServes();
+    await survived(`${n / 1024} KiB URL`, '414', r.ms);
   });
 
   it.each([
@@ -192,8 +196,7 @@ describe('oversized requests', () => {
     const r = await rawRequest(relay.port, head('GET /api/status?bighead=1 HTTP/1.1', extra) + '\r\n');
     expect(r.status, r.text.slice(0, 200)).toBe(431);
     expect(origin.find((q) => q.url.includes('bighead='))).toEqual([]);
-    note(`headers: ${name}`, '431', r.ms);
-    await stillServes();
+    await survived(`headers: ${name}`, '431', r.ms);
   });
 });
 
@@ -220,8 +223,7 @@ describe('slow clients time out', () => {
       expect(r.ms).toBeLessThan(15_000);
     }
     expect(origin.find((q) => q.url.includes('slowloris'))).toEqual([]);
-    note('slow headers ×30 (headersTimeout 1.5 s)', `408, the slowest after ${Math.max(...results.map((r) => r.ms))} ms; legit GET during: ${during} ms`, Math.max(...results.map((r) => r.ms)));
-    await stillServes();
+    await survived('slow headers ×30 (headersTimeout 1.5 s)', `408, the slowest after ${Math.max(...results.map((r) => r.ms))} ms; legit GET during: ${during} ms`, Math.max(...results.map((r) => r.ms)));
   });
 
   it('a stalled request body gets 408 and the printer sees an aborted upload, never a complete one', async () => {
@@ -238,8 +240,7 @@ describe('slow clients time out', () => {
     const rec = await origin.waitFor(url, { state: 'settled', timeoutMs: 15_000 });
     expect(rec.state).toBe('aborted');
     expect(rec.bodyBytes).toBeLessThan(100_000);
-    note('stalled body (idle timeout 1.5 s)', '408; origin saw the upload aborted', r.ms);
-    await stillServes();
+    await survived('stalled body (idle timeout 1.5 s)', '408; origin saw the upload aborted', r.ms);
   });
 
   it('a slow but steady body is not cut: the idle timer is not a total', async () => {
@@ -286,9 +287,7 @@ describe("a device's concurrent streams are capped", () => {
     const done = await Promise.all(held);
     expect(done.map((r) => r.statusCode)).toEqual(Array(STREAM_CAP).fill(200));
     for (const r of done) r.resume();
-    note(`stream cap (${STREAM_CAP} per device)`, '503 + Retry-After: 5, HTTP and WebSocket', refusedMs);
-    // The cap frees as exchanges end.
-    await stillServes();
+    await survived(`stream cap (${STREAM_CAP} per device)`, '503 + Retry-After: 5, HTTP and WebSocket', refusedMs);
   }, 30_000);
 });
 
@@ -339,8 +338,7 @@ describe('WebSocket abuse', () => {
     expect(got).toBe(code);
     await new Promise((r) => setTimeout(r, 100));
     expect(origin.wsMessages).toBe(before);
-    note(`viewer WebSocket: ${name}`, `close ${got}`, ms);
-    await stillServes();
+    await survived(`viewer WebSocket: ${name}`, `close ${got}`, ms);
   });
 
   it.each([
@@ -360,8 +358,7 @@ describe('WebSocket abuse', () => {
     expect(at).toBeGreaterThanOrEqual(0);
     expect(body.readUInt16BE(at + 2)).toBe(code);
     expect(origin.wsMessages).toBe(before);
-    note(`viewer WebSocket: ${name}`, `close ${code}`, r.ms);
-    await stillServes();
+    await survived(`viewer WebSocket: ${name}`, `close ${code}`, r.ms);
   });
 
   it('the agent endpoint closes an oversized message with 1009, and a fragment flood too', async () => {
@@ -372,15 +369,14 @@ describe('WebSocket abuse', () => {
     big.send(Buffer.alloc(9 * 1024 * 1024));
     const r1 = await c1;
     expect(r1.code).toBe(1009);
-    note('agent endpoint: a 9 MiB message', 'close 1009', r1.ms);
+    await survived('agent endpoint: a 9 MiB message', 'close 1009', r1.ms);
     const flood = await openWs(url, headers, '127.0.0.21');
     const c2 = closed(flood);
     const piece = Buffer.alloc(1024);
     for (let i = 0; i < 9 * 1024; i++) flood.send(piece, { fin: false, binary: true });
     const r2 = await c2;
     expect(r2.code).toBe(1009);
-    note('agent endpoint: 9,216 fragments of 1 KiB', 'close 1009', r2.ms);
-    await stillServes();
+    await survived('agent endpoint: 9,216 fragments of 1 KiB', 'close 1009', r2.ms);
   });
 
   it('yamux garbage from an authenticated agent ends only its own tunnel', async () => {
@@ -390,8 +386,7 @@ describe('WebSocket abuse', () => {
     ws.send(Buffer.from('this is not a yamux frame at all'));
     const r = await c;
     expect(r.code).not.toBe(1000);
-    note('agent endpoint: garbage frames after a valid handshake', `tunnel closed (${r.code}); other tunnels unaffected`, r.ms);
-    await stillServes();
+    await survived('agent endpoint: garbage frames after a valid handshake', `tunnel closed (${r.code}); other tunnels unaffected`, r.ms);
   });
 });
 
@@ -415,8 +410,7 @@ describe('the agent endpoint', () => {
     expect(ok.status, ok.text).toBe(101);
     await poll(() => agentConnectedLines('spare') === before + 1, 10_000, 'spare agent connected');
     expect((await wave).every((r) => r.status === 429)).toBe(true);
-    note('agent endpoint: 40 bad credentials at once from one address', `${refusedByCheck}×401 then ${throttled.length}×429 + Retry-After; valid agent from another address: 101`, floodMs);
-    await stillServes();
+    await survived('agent endpoint: 40 bad credentials at once from one address', `${refusedByCheck}×401 then ${throttled.length}×429 + Retry-After; valid agent from another address: 101`, floodMs);
   });
 
   const garbage: [string, (cred: string) => string, number][] = [
@@ -437,7 +431,6 @@ describe('the agent endpoint', () => {
     expect(r.ended).toBe('closed');
     await new Promise((res) => setTimeout(res, 100));
     expect(agentConnectedLines('spare')).toBe(before);
-    note(`garbage agent upgrade: ${name}`, `${r.status}, no session`, r.ms);
-    await stillServes();
+    await survived(`garbage agent upgrade: ${name}`, `${r.status}, no session`, r.ms);
   });
 });
