@@ -3,8 +3,12 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { runAsMain } from './lib/main.js';
 import { benchProtocol, renderProtocolMarkdown } from './protocol.js';
 import { benchProxy, renderProxyMarkdown } from './proxy.js';
+import { benchAgentMemory, renderAgentMarkdown } from './agent.js';
+import { benchLink, renderLinkMarkdown } from './link.js';
+import { benchScale, renderScaleMarkdown } from './scale.js';
 
 const readme = fileURLToPath(new URL('../README.md', import.meta.url));
 
@@ -35,14 +39,30 @@ async function main(): Promise<void> {
   ];
   const webcam = await optional('./webcam.js', 'benchWebcam', 'renderWebcamMarkdown');
   if (webcam !== undefined) sections.push({ title: 'Webcam', run: webcam });
+  sections.push(
+    { title: 'Link', run: async () => renderLinkMarkdown(await benchLink()) },
+    { title: 'Scale', run: async () => renderScaleMarkdown(await benchScale()) },
+    { title: 'Agent', run: async () => renderAgentMarkdown(await benchAgentMemory()) },
+  );
+  const known = sections.map((s) => s.title.toLowerCase());
+  for (const o of only) if (!known.includes(o)) throw new Error(`unknown section ${o} (known: ${known.join(', ')})`);
 
   const started = new Date();
+  let failed = 0;
   const out: string[] = [];
   for (const s of sections) {
     if (only.length > 0 && !only.includes(s.title.toLowerCase())) continue;
     process.stderr.write(`\n== ${s.title} ==\n`);
     const t0 = Date.now();
-    const md = await s.run();
+    let md: string;
+    try {
+      md = await s.run();
+    } catch (err) {
+      // One broken section must not lose the others' figures.
+      process.stderr.write(`${s.title} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      md = `**Failed**: \`${(err instanceof Error ? err.message : String(err)).split('\n')[0]}\``;
+      failed++;
+    }
     out.push(`## ${s.title}\n\n${md.trim()}\n\n_Took ${Math.round((Date.now() - t0) / 1000)} s._\n`);
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
@@ -53,10 +73,12 @@ Node ${process.version}, ${os.type()} ${os.release()}. Every figure compares aga
 in the same run (a raw WebSocket; a direct connection, nginx and \`ssh -L\`); the machine is
 shared and noisy, so read medians and ratios, not absolute numbers.
 
-Re-run everything with \`npm run bench\`, or one part with \`npm run bench -- protocol\` (also
-\`proxy\`, \`webcam\`); each file also runs alone, e.g. \`node bench/dist/proxy.js --quick\`.
+Re-run everything with \`npm run bench\` (as root: the link section makes a network namespace
+when the kernel has tc netem, and the scale section wants \`ulimit -n\` above 6,000), or some parts
+with \`npm run bench -- protocol\` (also \`proxy\`, \`webcam\`, \`link\`, \`scale\`, \`agent\`); each file
+also runs alone, e.g. \`node bench/dist/proxy.js --quick\` or \`node bench/dist/scale.js --quick\`.
 Nothing here runs in \`npm test\`.
-`;
+${process.env.PORTHOLE_BENCH_NOTE ? `\n${process.env.PORTHOLE_BENCH_NOTE}\n` : ''}`;
   let previous = '';
   try {
     previous = await readFile(readme, 'utf8');
@@ -71,9 +93,12 @@ Nothing here runs in \`npm test\`.
     .map((s) => `## ${s.trimEnd()}\n`);
   await writeFile(readme, [head, ...out, ...kept].join('\n'));
   process.stderr.write(`\nwrote ${readme}\n`);
+  if (failed > 0) {
+    process.stderr.write(`${failed} section(s) failed\n`);
+    process.exitCode = 1;
+  }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+// Bounded (gives up after 30 minutes), and Ctrl-C stops every child process and removes what
+// the sections made (temp dirs, the link section's network namespace).
+runAsMain(import.meta.url, 'bench', 30 * 60_000, main);

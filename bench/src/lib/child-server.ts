@@ -41,9 +41,13 @@ export interface ChildServer {
   close(): Promise<void>;
 }
 
-/** In the bench: runs `node script ...args` and resolves once it announced `msg`. */
-export async function startChildServer(name: string, script: string, args: string[], msg: string, timeoutMs = 10_000): Promise<ChildServer> {
-  const proc = spawnManaged(name, process.execPath, [script, ...args]);
+/**
+ * In the bench: runs `node script ...args` (after a `wrap` command such as
+ * `ip netns exec NS`, if given) and resolves once it announced `msg`.
+ */
+export async function startChildServer(name: string, script: string, args: string[], msg: string, timeoutMs = 10_000, wrap: string[] = []): Promise<ChildServer> {
+  const argv = [...wrap, process.execPath, script, ...args];
+  const proc = spawnManaged(name, argv[0] as string, argv.slice(1));
   let line: LogLine;
   try {
     line = await proc.waitForLog(msg, timeoutMs);

@@ -25,6 +25,8 @@ export interface TransferResult {
   seconds: number;
   /** 10^6 bytes per second. */
   mbps: number;
+  /** Downloads: 10^6 bytes per second over the middle half (from 1/4 to 3/4 of the bytes), past any ramp-up. */
+  midMbps?: number;
 }
 
 let pat: Buffer | undefined;
@@ -54,6 +56,8 @@ export function download(t: Target, bytes: number, timeoutMs = 300_000): Promise
     const started = performance.now();
     let got = 0;
     let bad = false;
+    let quarter: { at: number; got: number } | undefined;
+    let threeQuarters: { at: number; got: number } | undefined;
     const req = requestTo(
       t,
       { path: `/bytes?n=${bytes}`, headers: headersFor(t), agent: false },
@@ -66,13 +70,18 @@ export function download(t: Target, bytes: number, timeoutMs = 300_000): Promise
         res.on('data', (c: Buffer) => {
           if (!bad && !matchesPattern(p, c, got)) bad = true;
           got += c.length;
+          if (quarter === undefined && got >= bytes / 4) quarter = { at: performance.now(), got };
+          if (threeQuarters === undefined && got >= (bytes * 3) / 4) threeQuarters = { at: performance.now(), got };
         });
         res.on('end', () => {
           clearTimeout(timer);
           const seconds = (performance.now() - started) / 1000;
           if (got !== bytes) reject(new Error(`download: got ${got} of ${bytes} bytes`));
           else if (bad) reject(new Error('download: bytes differ from what the origin sent'));
-          else resolve({ bytes, seconds, mbps: bytes / 1e6 / seconds });
+          else {
+            const mid = quarter && threeQuarters && threeQuarters.at > quarter.at ? (threeQuarters.got - quarter.got) / 1e6 / ((threeQuarters.at - quarter.at) / 1000) : undefined;
+            resolve({ bytes, seconds, mbps: bytes / 1e6 / seconds, ...(mid !== undefined ? { midMbps: mid } : {}) });
+          }
         });
         res.on('error', reject);
       },

@@ -108,9 +108,9 @@ export interface BenchOrigin {
   close(): Promise<void>;
 }
 
-/** Starts the origin in a child process and resolves once it listens. */
-export async function startBenchOrigin(): Promise<BenchOrigin> {
-  const c = await startChildServer('origin', fileURLToPath(import.meta.url), ['--serve'], 'origin listening');
+/** Starts the origin in a child process (in a network namespace: wrap) and resolves once it listens. */
+export async function startBenchOrigin(wrap: string[] = []): Promise<BenchOrigin> {
+  const c = await startChildServer('origin', fileURLToPath(import.meta.url), ['--serve'], 'origin listening', 10_000, wrap);
   return { port: c.port, proc: c.proc, close: c.close };
 }
 

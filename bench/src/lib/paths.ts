@@ -291,6 +291,8 @@ export interface PortholePathOptions {
   agentEnv?: Record<string, string>;
   /** The address the relay binds and the agent and clients reach it on; default 127.0.0.1. */
   relayAddress?: string;
+  /** The port the agent dials instead of the relay's (a link emulator in front of it), given the relay's. */
+  agentVia?: (relayPort: number) => Promise<number>;
   /** Runs the agent with this command line prefix, e.g. ['ip', 'netns', 'exec', NS] (then node). */
   agentWrap?: string[];
   /** The Node.js and the agent script; default this process's and apps/agent/dist/cli.js. */
@@ -338,9 +340,10 @@ export async function portholePath(originPort: number, opts: PortholePathOptions
     const password = 'measure twice, print once';
     await relayCommand(relay, ['user', 'add', '--username', 'bench', '--password-stdin'], 30_000, password);
     const device = await addDevice(relay, { name: slug, slug, owner: 'bench' });
+    const dialPort = opts.agentVia !== undefined ? await opts.agentVia(relay.port) : relay.port;
     const config = {
       ...agentConfig({
-        relay: tls !== undefined ? `wss://${TLS_DOMAIN}:${relay.port}` : `ws://${address}:${relay.port}`,
+        relay: tls !== undefined ? `wss://${TLS_DOMAIN}:${dialPort}` : `ws://${address}:${dialPort}`,
         credential: device.credential,
         ui: `http://127.0.0.1:${originPort}`,
         webcam: opts.webcam,
