@@ -361,6 +361,21 @@ describe('WebSocket abuse', () => {
     await survived(`viewer WebSocket: ${name}`, `close ${code}`, r.ms);
   });
 
+  it("an owner's WebSocket passes through: the printer's own limits and close codes apply, not the relay's", async () => {
+    // The relay does not parse an operator's frames (the printer's server enforces its own
+    // message limits); it holds at most the tunnel stream's window of them.
+    const ws = await openWs(`ws://127.0.0.1:${relay.port}/websocket`, { host, cookie });
+    const big = Buffer.alloc(4 * 1024 * 1024, 7);
+    const echoed = new Promise<Buffer>((resolve) => ws.once('message', (d: Buffer) => resolve(d)));
+    ws.send(big);
+    expect((await echoed).equals(big)).toBe(true);
+    const c = closed(ws);
+    ws.send('__close 1009');
+    const r = await c;
+    expect(r.code).toBe(1009);
+    await survived("owner WebSocket: a 4 MiB message, then the printer's 1009", 'echoed whole; the printer\'s close 1009 reached the phone', r.ms);
+  });
+
   it('the agent endpoint closes an oversized message with 1009, and a fragment flood too', async () => {
     const headers = { host: `localhost:${relay.port}`, authorization: `Bearer ${spare.credential}`, 'porthole-hello': encodeHello(hello) };
     const url = `ws://127.0.0.1:${relay.port}/_porthole/agent`;
