@@ -2,6 +2,7 @@
 // (child processes): first-run setup, sign-in, the printer online with a live thumbnail, the
 // printer's own UI through the tunnel, the webcam, share links, pairing, the sign-in lockout,
 // and axe-core on every page in light and dark. Screenshots land in test/.artifacts/screenshots.
+import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,6 +49,18 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** RFC 6238 (SHA-1, 6 digits, 30 s), as authenticator apps compute it: the test is the phone's app. */
+function totp(base32: string, at: number): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const bits = [...base32.replace(/[\s=]/g, '').toUpperCase()].map((c) => alphabet.indexOf(c).toString(2).padStart(5, '0')).join('');
+  const key = Buffer.from((bits.match(/.{8}/g) ?? []).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30_000)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const n = (mac.readUInt32BE(mac[19]! & 0xf) & 0x7fffffff) % 1_000_000;
+  return String(n).padStart(6, '0');
 }
 
 /** axe in light and dark, and a screenshot of each. Fails with the violations listed. */
@@ -135,6 +148,9 @@ describe('phone dashboard', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.waitForURL(`${base}/app/`);
 
+    // The app shell is cached by its service worker (installable, fast on a slow network).
+    await until('an active service worker', () => page.evaluate("navigator.serviceWorker.getRegistration('/app/').then((r) => Boolean(r && r.active))") as Promise<boolean>);
+
     const card = page.locator('li.printer', { hasText: 'Demo printer' });
     await expect.poll(() => card.locator('.state').textContent(), { timeout: 20_000 }).toMatch(/^Online/);
     // The thumbnail is a real picture from the camera, through the relay's snapshot.
@@ -211,6 +227,8 @@ describe('phone dashboard', () => {
       const p = await again.newPage();
       const r = await p.goto(url);
       expect(r?.status()).toBe(410);
+      expect(await p.locator('h1').textContent()).toContain('This link has expired or was revoked');
+      expect(await p.locator('body').textContent()).toContain("Ask the printer's owner for a new one.");
     } finally {
       await again.close();
     }
@@ -235,27 +253,63 @@ describe('phone dashboard', () => {
     await expect.poll(() => page.getByRole('heading', { name: 'Voron is paired' }).isVisible()).toBe(true);
 
     expect(await pair.waitExit(20_000)).toEqual({ code: 0, signal: null });
-    await startAgent({ configPath });
+    const voron = await startAgent({ configPath });
     // The page follows the device until it is online.
     await expect.poll(() => page.locator('.card .state').first().textContent(), { timeout: 30_000 }).toMatch(/^Online/);
     shots.push(await screenshot(page, '08-paired'));
+
+    // Offline: the list says since when, the printer's page says what to do.
+    await voron.stop();
+    await page.goto(`${base}/app/`);
+    const card = page.locator('li.printer', { hasText: 'Voron' });
+    await expect.poll(() => card.locator('.state').textContent(), { timeout: 20_000 }).toMatch(/^Offline since /);
+    expect(await card.locator('.thumb-note').textContent()).toBe('Printer offline');
+    await card.getByRole('link', { name: 'Voron', exact: true }).click();
+    await expect.poll(() => page.getByText('The printer is offline, so there is no picture.').isVisible()).toBe(true);
+    expect(await page.getByText('Check that the printer and its Pi are powered and online').isVisible()).toBe(true);
+    await checkPage(page, '08-printer-offline');
 
     const list = JSON.parse((await relayCommand(relay, ['device', 'list', '--json'])).stdout) as Array<{ slug: string }>;
     expect(list.map((d) => d.slug).sort()).toEqual(['demo', 'voron']);
   });
 
-  it('account and users pages pass axe; an admin adds a user', async () => {
+  it('two-factor on from the account page, then sign-in asks for the code', async () => {
     await page.goto(`${base}/app/account`);
     await expect.poll(() => page.getByRole('heading', { name: 'Where you are signed in' }).isVisible()).toBe(true);
     await expect.poll(() => page.getByText('this one').isVisible()).toBe(true);
     await checkPage(page, '09-account');
 
+    await page.getByRole('button', { name: 'Set up two-factor' }).click();
+    const key = (await page.getByLabel('Key').textContent()) ?? '';
+    expect(key.replace(/\s/g, '')).toMatch(/^[A-Z2-7]{16,}$/);
+    await page.getByLabel('Code the app shows now').fill(totp(key, Date.now()));
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    await expect.poll(() => page.locator('ul.codes li').count()).toBeGreaterThan(4);
+    await checkPage(page, '10-two-factor-on');
+    await page.getByRole('button', { name: 'Done' }).click();
+
+    await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+    await page.waitForURL(/\/app\/login/);
+    await page.getByLabel('Username').fill(OWNER);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const code = page.getByLabel('Code from your authenticator app (or a recovery code)');
+    await expect.poll(() => code.isVisible()).toBe(true);
+    await checkPage(page, '11-login-code');
+    // The next time step's code: the one that turned two-factor on cannot be replayed.
+    await code.fill(totp(key, Date.now() + 30_000));
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${base}/app/`);
+    await expect.poll(() => page.getByRole('heading', { name: 'Printers' }).isVisible()).toBe(true);
+  });
+
+  it('an admin adds a user; the users page passes axe', async () => {
     await page.goto(`${base}/app/admin`);
     await page.getByLabel('Username').fill('bob');
     await page.getByLabel('Password', { exact: true }).fill('another fine passphrase 9');
     await page.getByRole('button', { name: 'Add user' }).click();
     await expect.poll(() => page.getByRole('status').textContent()).toContain('bob can sign in now.');
-    await checkPage(page, '10-users');
+    await checkPage(page, '12-users');
   });
 
   it('a wrong password gets the generic error; repeated failures show the lockout', async () => {
@@ -276,7 +330,7 @@ describe('phone dashboard', () => {
       await p.getByLabel('Password').fill('whatever it is');
       await p.getByRole('button', { name: 'Sign in' }).click();
       await expect.poll(() => p.getByRole('alert').textContent()).toContain('Wrong username, password or code');
-      await checkPage(p, '11-login-error');
+      await checkPage(p, '13-login-error');
 
       let last = first;
       for (let i = 0; i < 14 && !/Too many attempts/.test(last); i++) {
@@ -288,7 +342,7 @@ describe('phone dashboard', () => {
       // Locked: even the right password gets the same refusal.
       await p.evaluate(CLEAR_ALERT);
       expect(await attempt('another fine passphrase 9')).toMatch(/Too many attempts/);
-      await checkPage(p, '12-login-locked');
+      await checkPage(p, '14-login-locked');
     } finally {
       await stranger.close();
     }
