@@ -7,14 +7,23 @@ import { ErrorCode, ProtocolError, SessionError } from './errors.js';
 import { Flag, FrameType, GoAwayCode, HEADER_LENGTH, PROTOCOL_VERSION, type Frame, type FrameHeader } from './frame.js';
 import { Stream } from './stream.js';
 
+/** Room for the headers and small payloads of a batch; a new one is taken when it is full. */
+const SCRATCH_SIZE = 16 * 1024;
+/** Payloads up to this size are copied next to their header; larger ones are passed on as they are. */
+const INLINE_PAYLOAD = 1024;
+
+/** Pongs and refusals a blocked transport still gets, for a peer that is not reading. */
+const MAX_ANSWERS_WHILE_BLOCKED = 256;
+
 /** What a session writes to: a WebSocket, a TCP socket, an in-memory pipe. */
 export interface Transport {
   /** Sends bytes in order. Returns false when the transport's own buffer is above its mark;
    * the owner then calls `session.transportDrained()` once it has room again. */
   write(chunk: Buffer): boolean;
-/** Pongs and refusals a blocked transport still gets, for a peer that is not reading. */
-const MAX_ANSWERS_WHILE_BLOCKED = 256;
-
+  /** Optional: sends `chunks` (in order, `bytes` in all) as one message without joining them
+   * first, e.g. one WebSocket frame written with one writev. Same return as `write`. The
+   * buffers are not modified afterwards; the transport may hold them until they are written. */
+  writev?(chunks: Buffer[], bytes: number): boolean;
   /** The session is over; release the transport. */
   close(err?: Error): void;
 }
@@ -69,11 +78,18 @@ export class Session extends EventEmitter<SessionEvents> {
 
   private out: Buffer[] = [];
   private outBytes = 0;
+  // Headers and small payloads are written into a scratch buffer, each batch's part of it sealed
+  // into `out` as one piece; large payloads go to `out` as they are (no copy, no per-frame alloc).
+  private scratch: Buffer = Buffer.allocUnsafe(SCRATCH_SIZE);
+  private scratchStart = 0;
+  private scratchEnd = 0;
   private flushScheduled = false;
   private transportBlocked = false;
   private drainWaiters = new Set<Stream>();
 
   private growthReserved = 0;
+  /** Answers (pongs, refusals) queued since the transport stopped taking bytes; see mayAnswer(). */
+  private answersWhileBlocked = 0;
 
   private _rtt: number | undefined;
   private nextPingId = 1;
@@ -88,8 +104,6 @@ export class Session extends EventEmitter<SessionEvents> {
   private _closeError: Error | undefined;
 
   constructor(opts: SessionOptions) {
-  /** Answers (pongs, refusals) queued since the transport stopped taking bytes; see mayAnswer(). */
-  private answersWhileBlocked = 0;
     super();
     this.role = opts.role;
     this.config = verifyConfig(opts.config);
@@ -227,16 +241,33 @@ export class Session extends EventEmitter<SessionEvents> {
   /** @internal queues one frame; frames written in the same tick leave in one transport write. */
   sendFrame(type: FrameType, flags: number, streamId: number, length: number, data?: Buffer): void {
     if (this._closed) return;
-    const header = encodeHeader({ version: PROTOCOL_VERSION, type, flags, streamId, length });
-    this.out.push(header);
-    this.outBytes += HEADER_LENGTH;
-    if (data !== undefined && data.length > 0) {
-      this.out.push(data);
-      this.outBytes += data.length;
+    const size = data === undefined ? 0 : data.length;
+    const inline = size <= INLINE_PAYLOAD;
+    const need = HEADER_LENGTH + (inline ? size : 0);
+    if (this.scratchEnd + need > this.scratch.length) {
+      this.sealScratch();
+      // Sealed pieces may still be queued in the transport: never write over them, start afresh.
+      this.scratch = Buffer.allocUnsafe(SCRATCH_SIZE);
+      this.scratchStart = this.scratchEnd = 0;
     }
+    encodeHeader({ version: PROTOCOL_VERSION, type, flags, streamId, length }, this.scratch, this.scratchEnd);
+    this.scratchEnd += HEADER_LENGTH;
+    if (size > 0) {
+      if (inline) {
+        data!.copy(this.scratch, this.scratchEnd);
+        this.scratchEnd += size;
+      } else {
+        this.sealScratch();
+        this.out.push(data!);
+      }
+    }
+    this.outBytes += HEADER_LENGTH + size;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => this.flush());
+      // At the end of this callback, not of the event loop's turn: batching a whole turn
+      // (setImmediate) made fewer writes but moved requests through relay, agent and printer
+      // in convoys, and small-request throughput with 50 connections fell (bench/proxy).
+      process.nextTick(this.flushNow);
     }
   }
 
@@ -383,17 +414,32 @@ export class Session extends EventEmitter<SessionEvents> {
     }
   }
 
+  private readonly flushNow = (): void => this.flush();
+
+  /** Moves what was written into the scratch buffer since the last seal into `out`. */
+  private sealScratch(): void {
+    if (this.scratchEnd === this.scratchStart) return;
+    this.out.push(this.scratch.subarray(this.scratchStart, this.scratchEnd));
+    this.scratchStart = this.scratchEnd;
+  }
+
   private flush(): void {
     this.flushScheduled = false;
+    this.sealScratch();
     if (this.out.length === 0 || this._closed) {
       this.out = [];
       this.outBytes = 0;
       return;
     }
-    // One message per batch: measured against handing the pieces over uncopied (one ws message
-    // per payload), the copy costs the sender ~0.1 CPU s/GiB but halves the messages the relay
-    // parses, and keeps the multiplexer within 5% of a raw WebSocket (bench/protocol).
-    const ok = this.transport.write(this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes));
+    // One message per batch (one ws message per payload would double the messages the peer
+    // parses). A transport that can gather sends the pieces as they are; others get one copy.
+    const out = this.out;
+    const ok =
+      out.length === 1
+        ? this.transport.write(out[0]!)
+        : this.transport.writev !== undefined
+          ? this.transport.writev(out, this.outBytes)
+          : this.transport.write(Buffer.concat(out, this.outBytes));
     this.out = [];
     this.outBytes = 0;
     if (!ok) this.transportBlocked = true;

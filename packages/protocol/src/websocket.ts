@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
 import type { SessionConfig } from './config.js';
 import { ErrorCode, ProtocolError, SessionError } from './errors.js';
@@ -8,6 +9,12 @@ export interface WebSocketSessionOptions {
   role: Role;
   config?: Partial<SessionConfig>;
   clock?: Clock;
+  /**
+   * Client role only: frames the session writes itself carry an all-zero mask, as the agent's
+   * ws client is configured to use (`generateMask` filling zeros). Without it a client session
+   * sends every message through `ws.send`, which masks with whatever the ws client generates.
+   */
+  zeroMask?: boolean;
 }
 
 /** WebSocket close codes we use (RFC 6455 §7.4.1). */
@@ -28,20 +35,42 @@ export const WsCloseCode = {
 export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOptions): Session {
   let inFlight = 0;
   let blocked = false;
+  const sent = (bytes: number) => () => {
+    inFlight -= bytes;
+    if (blocked && inFlight <= hwm / 2) {
+      blocked = false;
+      session?.transportDrained();
+    }
+  };
   const sendOne = (chunk: Buffer) => {
     inFlight += chunk.length;
-    ws.send(chunk, { binary: true, compress: false }, () => {
-      inFlight -= chunk.length;
-      if (blocked && inFlight <= hwm / 2) {
-        blocked = false;
-        session?.transportDrained();
-      }
-    });
+    ws.send(chunk, { binary: true, compress: false }, sent(chunk.length));
   };
+  const masked = opts.role === 'client';
+  const gather = !masked || opts.zeroMask === true;
   const transport = {
     write(chunk: Buffer): boolean {
       if (ws.readyState !== ws.OPEN) return true; // closing: the session is about to learn of it
       sendOne(chunk);
+      if (inFlight > hwm) blocked = true;
+      return !blocked;
+    },
+    writev(chunks: Buffer[], bytes: number): boolean {
+      if (ws.readyState !== ws.OPEN) return true;
+      const socket = gather ? gatherSocket(ws) : undefined;
+      if (socket === undefined) {
+        sendOne(Buffer.concat(chunks, bytes));
+      } else {
+        // One binary message, written as ws itself writes an unmasked (or zero-masked) frame:
+        // its header, then the payload pieces, corked into one writev. No copy of the payload.
+        inFlight += bytes;
+        const last = chunks.length - 1;
+        socket.cork();
+        socket.write(frameHeader(bytes, masked));
+        for (let i = 0; i < last; i++) socket.write(chunks[i]!);
+        socket.write(chunks[last]!, sent(bytes));
+        socket.uncork();
+      }
       if (inFlight > hwm) blocked = true;
       return !blocked;
     },
@@ -61,6 +90,7 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
       else ws.close(code, err?.message.slice(0, 120));
     },
   };
+  if (!gather) delete (transport as { writev?: unknown }).writev;
   const session: Session = new Session({ role: opts.role, transport, config: opts.config, clock: opts.clock });
   const hwm = session.config.transportHighWaterMark;
   const s = session;
@@ -81,4 +111,28 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
     s.transportClosed(new SessionError(ErrorCode.TransportClosed, `websocket error: ${err.message}`));
   });
   return s;
+}
+
+/**
+ * The socket under a ws WebSocket when frames may be written to it directly: ws writes every
+ * frame synchronously and in one piece unless a compression extension queues them, so with no
+ * extension negotiated a complete frame written here never interleaves with one of ws's own
+ * (close, pong). Undefined when that does not hold; the caller then uses `ws.send`.
+ */
+function gatherSocket(ws: WebSocket): Socket | undefined {
+  if (ws.extensions !== '') return undefined;
+  const socket = (ws as unknown as { _socket?: Socket | null })._socket;
+  if (socket === null || socket === undefined || typeof socket.cork !== 'function' || socket.destroyed) return undefined;
+  return socket;
+}
+
+/** A final binary frame's header (RFC 6455 §5.2) for `length` payload bytes; masked: with a zero key. */
+export function frameHeader(length: number, masked: boolean): Buffer {
+  const lengthBytes = length < 126 ? 0 : length < 65536 ? 2 : 8;
+  const h = Buffer.alloc(2 + lengthBytes + (masked ? 4 : 0)); // zero-filled: the mask key is 0
+  h[0] = 0x82; // FIN, opcode 2 (binary)
+  h[1] = (masked ? 0x80 : 0) | (lengthBytes === 0 ? length : lengthBytes === 2 ? 126 : 127);
+  if (lengthBytes === 2) h.writeUInt16BE(length, 2);
+  else if (lengthBytes === 8) h.writeUIntBE(length, 4, 6); // bytes 2-3 stay 0: lengths fit in 48 bits
+  return h;
 }

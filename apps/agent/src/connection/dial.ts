@@ -206,7 +206,11 @@ export function dial(opts: DialOptions): Promise<Tunnel> {
     });
     ws.once('open', () => {
       if (settled) return;
-      const session = sessionOverWebSocket(ws, { role: 'client', config: { ...DIAL_DEFAULTS.session, ...opts.session } });
+      const session = sessionOverWebSocket(ws, {
+        role: 'client',
+        config: { ...DIAL_DEFAULTS.session, ...opts.session },
+        zeroMask: true, // as generateMask above
+      });
       session.on('stream', opts.onStream);
       const tunnel = new Tunnel(opts.relay, ws, session, () => closeInfo);
       pingTimer = setTimeout(() => {
