@@ -41,6 +41,7 @@ describe('parseConfig', () => {
       { path: '/webcam/', service: 'webcam', stripPrefix: true },
     ]);
     expect(c.keepAlive).toEqual({ intervalMs: 15_000, timeoutMs: 45_000 });
+    expect(c.reconnect).toEqual({ baseMs: 500, capMs: 60_000 });
     expect(c.logLevel).toBe('info');
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.services)).toBe(true);
@@ -117,6 +118,8 @@ describe('parseConfig', () => {
     ['no routes', (c) => ((c as Record<string, unknown>).routes = []), 'routes: must list at least one route'],
     ['keepAlive timeout not above interval', (c) => (c.keepAlive = { intervalMs: 15_000, timeoutMs: 10_000 }), 'keepAlive.timeoutMs: must be longer than keepAlive.intervalMs'],
     ['keepAlive interval too small', (c) => (c.keepAlive = { intervalMs: 10 }), 'keepAlive.intervalMs: must be at least 1000'],
+    ['reconnect cap below base', (c) => (c.reconnect = { baseMs: 5_000, capMs: 2_000 }), 'reconnect.capMs: must be at least reconnect.baseMs'],
+    ['reconnect base too small', (c) => (c.reconnect = { baseMs: 1 }), 'reconnect.baseMs: must be at least 100'],
     ['keepAlive interval not an integer', (c) => (c.keepAlive = { intervalMs: 1500.5 }), 'keepAlive.intervalMs: must be an integer'],
     ['bad log level', (c) => (c.logLevel = 'loud'), 'logLevel: must be one of fatal, error, warn, info, debug, trace, silent'],
     ['empty caFile', (c) => (c.caFile = ''), 'caFile: must be a file path'],

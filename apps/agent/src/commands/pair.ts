@@ -289,7 +289,7 @@ export function createPairCommand(deps: PairDeps = {}): Command {
       }
       // Keep what an installer or an earlier pairing put there; replace relay and credential.
       const kept: Record<string, unknown> = {};
-      for (const k of ['services', 'routes', 'caFile', 'relayAddress', 'keepAlive', 'logLevel']) {
+      for (const k of ['services', 'routes', 'caFile', 'relayAddress', 'keepAlive', 'reconnect', 'logLevel']) {
         if (existing?.[k] !== undefined) kept[k] = existing[k];
       }
       if (services === undefined && routes === undefined && kept.services !== undefined && kept.routes !== undefined) {
@@ -326,6 +326,7 @@ export function createPairCommand(deps: PairDeps = {}): Command {
         routes,
         ...(caFile !== undefined ? { caFile } : {}),
         ...(kept.keepAlive !== undefined ? { keepAlive: kept.keepAlive } : {}),
+        ...(kept.reconnect !== undefined ? { reconnect: kept.reconnect } : {}),
         ...(kept.logLevel !== undefined ? { logLevel: kept.logLevel } : {}),
       };
       // The agent's own parser, with a stand-in credential (no environment overrides: this is the file).

@@ -59,6 +59,7 @@ export function createAgent(config: AgentConfig, deps: AgentDeps): { supervisor:
     onStream: ingress.handle,
     logger: deps.logger,
     relay: config.relay,
+    backoff: { baseMs: config.reconnect.baseMs, capMs: config.reconnect.capMs },
     ...deps.supervisor,
   });
   return { supervisor, ingress };

@@ -40,6 +40,11 @@ export interface AgentConfig {
    */
   readonly relayAddress?: string;
   readonly keepAlive: { readonly intervalMs: number; readonly timeoutMs: number };
+  /**
+   * Reconnect backoff: the delay before attempt n is random in [0, min(capMs, baseMs·2^n)) (full
+   * jitter), so a fleet of printers does not knock on a restarted relay all at once.
+   */
+  readonly reconnect: { readonly baseMs: number; readonly capMs: number };
   readonly logLevel: LogLevel;
 }
 
@@ -47,6 +52,8 @@ export interface AgentConfig {
 export const CONFIG_DEFAULTS = Object.freeze({
   configPath: '/etc/porthole/agent.json',
   keepAlive: Object.freeze({ intervalMs: 15_000, timeoutMs: 45_000 }),
+  /** Same as the supervisor's own (retry/backoff.ts BACKOFF_DEFAULTS). */
+  reconnect: Object.freeze({ baseMs: 500, capMs: 60_000 }),
   logLevel: 'info' as LogLevel,
   servicePort: 80,
 });
@@ -175,6 +182,15 @@ export const configSchema = z.strictObject(
         typed('an object'),
       )
       .default({ ...CONFIG_DEFAULTS.keepAlive }),
+    reconnect: z
+      .strictObject(
+        {
+          baseMs: intMs(100, 60_000).default(CONFIG_DEFAULTS.reconnect.baseMs),
+          capMs: intMs(1_000, 3_600_000).default(CONFIG_DEFAULTS.reconnect.capMs),
+        },
+        typed('an object'),
+      )
+      .default({ ...CONFIG_DEFAULTS.reconnect }),
     logLevel: z.enum(LOG_LEVELS, typed(`one of ${LOG_LEVELS.join(', ')}`)).default(CONFIG_DEFAULTS.logLevel),
   },
   typed('an object'),
@@ -203,6 +219,9 @@ export function crossCheck(c: Parsed): string[] {
   });
   if (c.keepAlive.timeoutMs <= c.keepAlive.intervalMs) {
     errors.push('keepAlive.timeoutMs: must be longer than keepAlive.intervalMs');
+  }
+  if (c.reconnect.capMs < c.reconnect.baseMs) {
+    errors.push('reconnect.capMs: must be at least reconnect.baseMs');
   }
   return errors;
 }
@@ -244,6 +263,7 @@ export function toAgentConfig(c: Parsed): AgentConfig {
     ...(c.caFile !== undefined ? { caFile: c.caFile } : {}),
     ...(c.relayAddress !== undefined ? { relayAddress: c.relayAddress } : {}),
     keepAlive: { intervalMs: c.keepAlive.intervalMs, timeoutMs: c.keepAlive.timeoutMs },
+    reconnect: { baseMs: c.reconnect.baseMs, capMs: c.reconnect.capMs },
     logLevel: c.logLevel,
   };
 }
