@@ -172,7 +172,7 @@ describe('request smuggling shapes are refused before anything reaches the tunne
     await new Promise((res) => setTimeout(res, 300));
     const seen = origin.requests.map((q) => q.url).filter((u) => u.includes('smuggle='));
     expect(seen.filter((u) => !u.endsWith('smuggle=first'))).toEqual([]);
-    await stillServes();
+    await survived('smuggling: pipelined behind a valid request', '400 at the smuggled head', r.ms);
   });
 });
 
@@ -261,7 +261,7 @@ describe('slow clients time out', () => {
     const rec = await origin.waitFor(url, { state: 'settled' });
     expect(rec.state).toBe('complete');
     expect(rec.bodyBytes).toBe(body.length);
-    await stillServes();
+    await survived('slow but steady body (16 bytes over 4 s)', '200, complete at the printer', r.ms);
   });
 });
 
