@@ -114,7 +114,6 @@ describe('the database when the relay is killed during writes', () => {
       expect(ackedShares.filter((id) => !haveShares.has(id))).toEqual([]);
       const haveUsers = new Set((db.prepare('SELECT username FROM User').all() as { username: string }[]).map((r) => r.username));
       expect(ackedUsers.filter((u) => !haveUsers.has(u))).toEqual([]);
-      // eslint-disable-next-line no-console
       console.log(
         `db fault figures: ${JSON.stringify({ ackedShares: ackedShares.length, ackedUsers: ackedUsers.length, unanswered, rowsShares: haveShares.size, rowsUsers: haveUsers.size - 1 })}`,
       );
@@ -124,7 +123,6 @@ describe('the database when the relay is killed during writes', () => {
 
     const t0 = Date.now();
     relay = await startRelay({ port: relayPort, dataDir });
-    // eslint-disable-next-line no-console
     console.log(`db fault figures: relay back after ${Date.now() - t0} ms`);
 
     // Through the relay: the admin's session (a committed row too) still works and lists every share.

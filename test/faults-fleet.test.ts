@@ -161,7 +161,6 @@ async function restartAndMeasure(signal: 'SIGKILL' | 'SIGTERM'): Promise<Record<
   const busiest = Math.max(...buckets.values());
   const q = (p: number) => back[Math.min(back.length - 1, Math.floor(p * back.length))]!;
   const spread = { relayDownMs: tUp - tKill, p10: q(0.1), p50: q(0.5), p90: q(0.9), lastMs: last, busiest100msBucket: busiest, buckets: buckets.size };
-  // eslint-disable-next-line no-console
   console.log(`fleet restart (${signal}) figures, ms after the relay listened again: ${JSON.stringify(spread)}`);
   expect(busiest).toBeLessThanOrEqual(N * 0.25);
   expect(buckets.size).toBeGreaterThanOrEqual(8);

@@ -4,7 +4,8 @@
 //
 //   node test/dist/fleet.js SPEC.json
 //
-// spec: { relay, credentials: string[], service: "http://127.0.0.1:PORT", backoff: {baseMs, capMs},
+// spec: { relay, credentials: string[], service: "http://127.0.0.1:PORT", backoff: {baseMs, capMs} (the
+//         config's `reconnect`),
 //         keepAlive: {intervalMs, timeoutMs} }
 // Prints one JSON line per event: {"ev":"connected"|"disconnected"|"reconnecting"|"stopped", "i", "t", ...}
 // and {"ev":"ready","n"} once every agent is running. SIGTERM stops them all (exit 0).
@@ -30,6 +31,7 @@ interface AgentLib {
     services: Record<string, unknown>;
     routes: readonly unknown[];
     keepAlive: { intervalMs: number; timeoutMs: number };
+    reconnect: { baseMs: number; capMs: number };
   };
   helloFor(config: unknown, version: string): unknown;
   dial(opts: Record<string, unknown>): Promise<unknown>;
@@ -61,6 +63,7 @@ export async function runFleet(spec: FleetSpec): Promise<number> {
       services: { ui: { url: spec.service } },
       routes: [{ path: '/', service: 'ui' }],
       keepAlive: spec.keepAlive,
+      reconnect: spec.backoff,
     });
     const ingress = new lib.Ingress({ services: config.services, logger });
     const hello = lib.helloFor(config, lib.AGENT_VERSION);
@@ -77,7 +80,8 @@ export async function runFleet(spec: FleetSpec): Promise<number> {
       onStream: ingress.handle,
       logger,
       relay: config.relay,
-      backoff: spec.backoff,
+      // As `porthole-agent run` does (commands/run.ts createAgent).
+      backoff: { ...config.reconnect, ...(spec.backoff.stableMs !== undefined ? { stableMs: spec.backoff.stableMs } : {}) },
     });
     sup.on('connected', (info) => emit({ ev: 'connected', i, conn: info.conn }));
     sup.on('disconnected', (info) => emit({ ev: 'disconnected', i, conn: info.conn, code: (info.error as { code?: string }).code }));
