@@ -47,27 +47,44 @@ function runFilter(chunks: Buffer[], allowed: (t: string) => boolean = () => tru
 }
 
 describe('RefusalThrottle', () => {
-  it('lets a burst through, then refuses with the time until the next token; success gives the token back', () => {
+  it('failures cost tokens; with none left an address waits; other addresses and successes are free', () => {
     let now = 0;
     const t = new RefusalThrottle({ burst: 3, perMinute: 6, now: () => now });
-    expect([t.take('a'), t.take('a'), t.take('a')]).toEqual([0, 0, 0]);
-    expect(t.take('a')).toBe(10_000); // 6 a minute: one every 10 s
-    expect(t.take('b')).toBe(0); // other addresses are not affected
+    for (let i = 0; i < 3; i++) {
+      expect(t.begin('a')).toBe(0);
+      t.settle('a', false);
+    }
+    expect(t.begin('a')).toBe(10_000); // 6 a minute: one every 10 s
+    expect(t.begin('b')).toBe(0); // other addresses are not affected
+    t.settle('b', false);
     now += 5_000;
-    expect(t.take('a')).toBe(5_000);
+    expect(t.begin('a')).toBe(5_000);
     now += 5_000;
-    expect(t.take('a')).toBe(0);
-    t.give('a');
-    expect(t.take('a')).toBe(0);
+    expect(t.begin('a')).toBe(0);
+    t.settle('a', false);
+    // A farm behind one address: successes never run the bucket down.
+    for (let i = 0; i < 100; i++) {
+      expect(t.begin('farm')).toBe(0);
+      t.settle('farm', true);
+    }
+  });
+
+  it('a parallel flood cannot outrun the bucket: at most `burst` attempts are checked at once', () => {
+    const t = new RefusalThrottle({ burst: 3, perMinute: 6, now: () => 0 });
+    const started = Array.from({ length: 10 }, () => t.begin('x'));
+    expect(started.filter((w) => w === 0)).toHaveLength(3);
+    expect(started.filter((w) => w > 0)).toHaveLength(7);
+    for (let i = 0; i < 3; i++) t.settle('x', false);
+    expect(t.begin('x')).toBeGreaterThan(0);
   });
 
   it('remembers a bounded number of addresses, dropping full buckets first', () => {
     let now = 0;
     const t = new RefusalThrottle({ burst: 2, perMinute: 60, maxAddresses: 100, now: () => now });
-    t.take('attacker');
-    t.take('attacker');
+    t.begin('attacker');
+    t.settle('attacker', false);
     for (let i = 0; i < 1000; i++) {
-      t.take(`10.0.${i >> 8}.${i & 255}`);
+      t.begin(`10.0.${i >> 8}.${i & 255}`);
       now += 1;
       expect(t.size).toBeLessThanOrEqual(100);
     }

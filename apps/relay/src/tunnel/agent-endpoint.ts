@@ -29,7 +29,7 @@ export interface AgentEndpointOptions {
   maxPayload: number;
   /** A credential was refused (metrics). */
   onRefused?: (reason: 'unknown' | 'revoked' | 'malformed' | 'missing' | 'throttled') => void;
-  /** Failed attempts per source address before 429 (see RefusalThrottle); default 10 at once, 30 a minute. */
+  /** Failed attempts per source address before 429 (see RefusalThrottle); default 10 in a row, 30 a minute. */
   throttle?: { burst: number; perMinute: number; now?: () => number };
 }
 
@@ -74,9 +74,9 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
     socket.on('error', () => socket.destroy());
     const remote = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const log = opts.log.child({ remote });
-    // Every attempt costs its address a token before any credential work; success refunds it.
+    // An address whose attempts keep failing is refused before any credential work.
     const key = throttleKey(remote);
-    const waitMs = throttle.take(key);
+    const waitMs = throttle.begin(key);
     if (waitMs > 0) {
       log.debug({ retryAfterMs: waitMs }, 'agent refused: too many failed attempts');
       opts.onRefused?.('throttled');
@@ -88,6 +88,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
     if (m === null) {
       log.warn('agent refused: no credential');
       opts.onRefused?.('missing');
+      throttle.settle(key, false);
       refuse(socket, 401, 'Unauthorized');
       return;
     }
@@ -96,6 +97,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
       hello = decodeHello(req.headers[HELLO_HEADER] as string | undefined);
     } catch (e) {
       log.warn({ reason: (e as Error).message }, 'agent refused: bad hello');
+      throttle.settle(key, false);
       refuse(socket, 400, 'Bad Request');
       return;
     }
@@ -103,13 +105,13 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
     opts.auth
       .authenticate(m[1]!)
       .then((result) => {
+        throttle.settle(key, result.ok);
         if (!result.ok) {
           log.warn({ reason: result.reason }, 'agent refused: credential');
           opts.onRefused?.(result.reason);
           refuse(socket, result.reason === 'revoked' ? 403 : 401, result.reason === 'revoked' ? 'Forbidden' : 'Unauthorized');
           return;
         }
-        throttle.give(key);
         if (socket.destroyed) return;
         if (req.headers[CHECK_HEADER] === '1') {
           log.info({ device: result.device.slug }, 'agent credential checked');
@@ -132,6 +134,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
         });
       })
       .catch((e: Error) => {
+        throttle.settle(key, true); // our failure, not the agent's
         log.error({ err: e }, 'agent authentication failed');
         refuse(socket, 503, 'Service Unavailable');
       });
