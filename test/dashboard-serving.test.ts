@@ -185,4 +185,26 @@ describe('the dashboard webcam', () => {
     await within(watching.closed, 20_000, 'the stream ending after the membership went');
     expect((await viewer.client.request(`${base}/api/devices/${deviceId}/snapshot`)).status).toBe(404);
   });
+
+  it('the share view: a hostile printer name stays text, the page runs no script, the picture is the device\'s own stream', async () => {
+    const owner = await signIn('olive');
+    const headers = { origin: base, 'x-csrf-token': owner.csrf };
+    const evil = '<img src=x onerror=alert(1)> & "quotes"';
+    expect((await owner.client.request(`${base}/api/devices/${deviceId}`, { method: 'PATCH', json: { name: evil }, headers })).status).toBe(200);
+    const link = await owner.client.request(`${base}/api/devices/${deviceId}/shares`, { method: 'POST', json: { expiresIn: '1h' }, headers });
+    expect(link.status).toBe(201);
+    const guest = new Client(relay.port);
+    const view = await guest.request(link.json<{ url: string }>().url, { follow: 1 });
+    expect(view.status).toBe(200);
+    expect(view.url).toBe(`http://demo.localhost:${relay.port}/_porthole/view`);
+    const csp = String(view.headers['content-security-policy']);
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).not.toContain('script-src');
+    const body = view.text();
+    expect(body).not.toContain('<img src=x');
+    expect(body).toContain('&lt;img src=x onerror=alert(1)&gt; &amp; &quot;quotes&quot;');
+    expect(body).toMatch(/<img src="\/webcam\/\?action=stream" alt="Live webcam of &lt;img/);
+    expect(body).not.toMatch(/<script/i);
+    expect(body).toContain('View only');
+  });
 });

@@ -139,6 +139,7 @@ function forwardCamera(
   stream: boolean,
 ): void {
   const fail = (status: number, message: string) => {
+    if (res.destroyed) return;
     if (res.headersSent) {
       res.destroy();
       return;
