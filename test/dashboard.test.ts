@@ -175,6 +175,11 @@ describe('phone dashboard', () => {
     await page.getByRole('button', { name: 'Rotate a quarter turn' }).click();
     await page.getByRole('button', { name: 'Rotate a quarter turn' }).click();
     await page.getByRole('button', { name: 'Rotate a quarter turn' }).click();
+    // Double-tap zooms in, the button zooms back out.
+    await stream.dblclick();
+    expect(await stream.evaluate((el) => (el as unknown as Img).style.transform)).toContain('scale(2.5)');
+    await page.getByRole('button', { name: 'Reset zoom' }).click();
+    expect(await stream.evaluate((el) => (el as unknown as Img).style.transform)).toMatch(/^translate\(0px, 0px\) scale\(1\) rotate\(0deg\)/);
     await checkPage(page, '05-printer');
   });
 
