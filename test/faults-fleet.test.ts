@@ -108,7 +108,9 @@ beforeAll(async () => {
   relay = await startRelay({ port: relayPort, dataDir, env: { PORTHOLE_SHUTDOWN_GRACE_MS: '1000' } });
   await relayCommand(relay, ['user', 'add', '--username', 'neighbour', '--password-stdin'], 30_000, 'another printer entirely');
   const b = await addDevice(relay, { name: 'Steady Voron', slug: 'steady', owner: 'neighbour' });
-  await startAgent({ config: { relay: relay.wsUrl, credential: b.credential, services: { ui: { url: origin.url } }, routes: [{ path: '/', service: 'ui' }] } });
+  await startAgent({
+    config: { relay: relay.wsUrl, credential: b.credential, services: { ui: { url: origin.url } }, routes: [{ path: '/', service: 'ui' }], reconnect: BACKOFF },
+  });
   cookieB = (await signInToDevice(relay, { username: 'neighbour', password: 'another printer entirely', slug: 'steady' })).cookie;
 
   const spec: FleetSpec = {
