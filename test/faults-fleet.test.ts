@@ -4,6 +4,7 @@
 // (test/src/fleet.ts); the relay is the real one. A real agent process for another user's
 // printer proves the relay serves it normally afterwards.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
@@ -104,6 +105,7 @@ function insertDevices(n: number): string[] {
 }
 
 beforeAll(async () => {
+  if (!existsSync(fleetScript)) throw new Error(`${fleetScript} not built (run npm run build)`);
   [origin, relayPort, dataDir] = await Promise.all([startOrigin({ frames: 'tiny' }), freePort(), tempDir('porthole-fleet-', true)]);
   relay = await startRelay({ port: relayPort, dataDir, env: { PORTHOLE_SHUTDOWN_GRACE_MS: '1000' } });
   await relayCommand(relay, ['user', 'add', '--username', 'neighbour', '--password-stdin'], 30_000, 'another printer entirely');
