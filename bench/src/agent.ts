@@ -4,14 +4,13 @@
 // 256 MiB download, a 256 MiB upload and a webcam viewer run through it at once.
 // `node bench/dist/agent.js [--quick] [--size MiB] [--json FILE] [--markdown FILE]`.
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { cpus, release } from 'node:os';
 import { agentBundle, stopAll } from '@porthole/e2e/procs';
 import { peakSampler, rssBytes } from './lib/cpu.js';
 import { download, upload } from './lib/load.js';
 import type { Target } from './lib/load.js';
-import { runAsMain } from './lib/main.js';
+import { benchMain, verdict } from './lib/cli.js';
 import { startMjpegSource } from './lib/mjpeg-source.js';
 import { startBenchOrigin } from './lib/origin.js';
 import { portholePath } from './lib/paths.js';
@@ -184,8 +183,6 @@ function describe(res: AgentMemoryResult): string {
   );
 }
 
-const verdict = (p: boolean | undefined) => (p === undefined ? 'N/A' : p ? 'PASS' : 'FAIL');
-
 export function renderAgentText(res: AgentMemoryResult): string {
   const t = table(res);
   const out = ['Porthole agent memory benchmark', describe(res), '', textTable(t.header, t.rows), ''];
@@ -204,31 +201,16 @@ export function renderAgentMarkdown(res: AgentMemoryResult): string {
   return out.join('\n');
 }
 
-function parseArgs(argv: string[]): AgentMemoryOptions & { json?: string; markdown?: string } {
-  const o: AgentMemoryOptions & { json?: string; markdown?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--quick') Object.assign(o, { sizeMiB: 64, idleSeconds: 2 });
-    else if (a === '--size') o.sizeMiB = Number(v());
-    else if (a === '--agent-node-options') o.agentNodeOptions = v();
-    else if (a === '--json') o.json = v();
-    else if (a === '--markdown') o.markdown = v();
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const res = await benchAgentMemory(args);
-  process.stdout.write(`${renderAgentText(res)}\n`);
-  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
-  if (args.markdown) await writeFile(args.markdown, `${renderAgentMarkdown(res)}\n`);
-}
-
-runAsMain(import.meta.url, 'agent', 10 * 60_000, main);
+benchMain<AgentMemoryOptions, AgentMemoryResult>(import.meta.url, {
+  name: 'agent',
+  usage: '[--size MiB] [--agent-node-options OPTS]',
+  flags: {
+    '--size': (o, v) => (o.sizeMiB = Number(v())),
+    '--agent-node-options': (o, v) => (o.agentNodeOptions = v()),
+  },
+  quick: { sizeMiB: 64, idleSeconds: 2 },
+  limitMs: 10 * 60_000,
+  run: benchAgentMemory,
+  text: renderAgentText,
+  markdown: renderAgentMarkdown,
+});

@@ -6,13 +6,12 @@
 // Needs root and iproute2; the namespace is removed at the end, also on a crash or Ctrl-C.
 // `node bench/dist/link.js [--quick] [--rtt 50,150] [--mbit 100] [--size MiB] [--json FILE] [--markdown FILE]`.
 import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { cpus, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { spawnManaged, stopAll } from '@porthole/e2e/procs';
 import { download, upload } from './lib/load.js';
-import { runAsMain } from './lib/main.js';
+import { benchMain, verdict } from './lib/cli.js';
 import { startBenchOrigin } from './lib/origin.js';
 import { startShaper } from './lib/shaper.js';
 import type { Shaper } from './lib/shaper.js';
@@ -401,8 +400,6 @@ function describe(res: LinkResult): string {
   );
 }
 
-const verdict = (p: boolean | undefined) => (p === undefined ? 'N/A' : p ? 'PASS' : 'FAIL');
-
 export function renderLinkText(res: LinkResult): string {
   const t = table(res);
   const out = ['Porthole long-distance link benchmark', describe(res), '', textTable(t.header, t.rows), ''];
@@ -419,37 +416,22 @@ export function renderLinkMarkdown(res: LinkResult): string {
   return out.join('\n');
 }
 
-function parseArgs(argv: string[]): LinkOptions & { json?: string; markdown?: string } {
-  const o: LinkOptions & { json?: string; markdown?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--quick') Object.assign(o, { rttsMs: [150], sizeMiB: 32 });
-    else if (a === '--rtt') o.rttsMs = v().split(',').map(Number);
-    else if (a === '--mbit') o.mbit = Number(v());
-    else if (a === '--size') o.sizeMiB = Number(v());
-    else if (a === '--runs') o.runs = Number(v());
-    else if (a === '--json') o.json = v();
-    else if (a === '--markdown') o.markdown = v();
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const res = await benchLink(args);
-  process.stdout.write(`${renderLinkText(res)}\n`);
-  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
-  if (args.markdown) await writeFile(args.markdown, `${renderLinkMarkdown(res)}\n`);
-}
-
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--raw') {
   rawChild(process.argv[3] ?? 'up', process.argv[4] ?? '', Number(process.argv[5]), Number(process.argv[6]));
 } else {
-  runAsMain(import.meta.url, 'link', 15 * 60_000, main);
+  benchMain<LinkOptions, LinkResult>(import.meta.url, {
+    name: 'link',
+    usage: '[--rtt 50,150] [--mbit 100] [--size MiB] [--runs N]',
+    flags: {
+      '--rtt': (o, v) => (o.rttsMs = v().split(',').map(Number)),
+      '--mbit': (o, v) => (o.mbit = Number(v())),
+      '--size': (o, v) => (o.sizeMiB = Number(v())),
+      '--runs': (o, v) => (o.runs = Number(v())),
+    },
+    quick: { rttsMs: [150], sizeMiB: 32 },
+    limitMs: 15 * 60_000,
+    run: benchLink,
+    text: renderLinkText,
+    markdown: renderLinkMarkdown,
+  });
 }

@@ -5,9 +5,8 @@
 // each side spends per GiB and the far end's (the printer side's) resident memory.
 // `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--streams N]
 // [--paths direct,nginx,ssh,porthole,porthole-tls] [--connections N] [--json FILE] [--markdown FILE]`.
-import { runAsMain } from './lib/main.js';
+import { benchMain } from './lib/cli.js';
 import { cpus, release } from 'node:os';
-import { writeFile } from 'node:fs/promises';
 import { stopAll } from '@porthole/e2e/procs';
 import { download, latency, parallel, upload, wsEcho } from './lib/load.js';
 import type { EchoResult, LatencyResult } from './lib/load.js';
@@ -205,8 +204,6 @@ function goalsOf(paths: PathResult[]): Goal[] {
       (a, b) => `+${fmt(a - b, 3)} ms (${fmt(a, 3)} vs ${fmt(b, 3)} ms)`),
     goal('rps', "req/s at 50 connections ≥ half of nginx's", ph?.latencyN?.rps, nginx?.latencyN?.rps, (a, b) => a >= b / 2,
       (a, b) => `${fmt(a, 0)} vs ${fmt(b, 0)} req/s (${ratio(a, b)})`),
-    goal('agent-rss', 'agent resident memory < 60 MB (peak during the transfers)', ph?.farRssPeak, 60e6, (a, b) => a < b,
-      (a) => `${fmt(a / 1e6, 1)} MB peak (${fmt((ph?.farRssIdle ?? NaN) / 1e6, 1)} MB before)`),
   );
   return goals;
 }
@@ -398,38 +395,22 @@ export function renderProxyMarkdown(res: ProxyBenchResult): string {
   return out.join('\n');
 }
 
-function parseArgs(argv: string[]): ProxyBenchOptions & { json?: string; markdown?: string } {
-  const o: ProxyBenchOptions & { json?: string; markdown?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--quick') Object.assign(o, { sizeMiB: 32, runs: 1, latency1Ms: 1_000, latencyNMs: 1_500, warmupMiB: 4, echoMessages: 300 });
-    else if (a === '--streams') o.streams = Number(v());
-    else if (a === '--size') o.sizeMiB = Number(v());
-    else if (a === '--runs') o.runs = Number(v());
-    else if (a === '--connections') o.connections = Number(v());
-    else if (a === '--paths') o.paths = v().split(',') as PathName[];
-    else if (a === '--json') o.json = v();
-    else if (a === '--markdown') o.markdown = v();
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write('node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--connections N] [--paths direct,nginx,ssh,porthole,porthole-tls] [--streams N] [--json FILE] [--markdown FILE]\n');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
-  for (const p of o.paths ?? []) if (!ALL_PATHS.includes(p)) throw new Error(`unknown path ${p}`);
-  return o;
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const res = await benchProxy(args);
-  process.stdout.write(`${renderProxyText(res)}\n`);
-  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
-  if (args.markdown) await writeFile(args.markdown, `${renderProxyMarkdown(res)}\n`);
-}
-
-runAsMain(import.meta.url, 'proxy', 20 * 60_000, main);
+benchMain<ProxyBenchOptions, ProxyBenchResult>(import.meta.url, {
+  name: 'proxy',
+  usage: '[--size MiB] [--runs N] [--streams N] [--connections N] [--paths direct,nginx,ssh,porthole,porthole-tls]',
+  flags: {
+    '--size': (o, v) => (o.sizeMiB = Number(v())),
+    '--runs': (o, v) => (o.runs = Number(v())),
+    '--streams': (o, v) => (o.streams = Number(v())),
+    '--connections': (o, v) => (o.connections = Number(v())),
+    '--paths': (o, v) => {
+      o.paths = v().split(',') as PathName[];
+      for (const p of o.paths) if (!ALL_PATHS.includes(p)) throw new Error(`unknown path ${p}`);
+    },
+  },
+  quick: { sizeMiB: 32, runs: 1, latency1Ms: 1_000, latencyNMs: 1_500, warmupMiB: 4, echoMessages: 300 },
+  limitMs: 20 * 60_000,
+  run: benchProxy,
+  text: renderProxyText,
+  markdown: renderProxyMarkdown,
+});

@@ -18,7 +18,7 @@ import { INSPECT_OPTIONS, inspectorUrl, memoryAfterGc } from './lib/inspect.js';
 import type { MemoryAfterGc } from './lib/inspect.js';
 import { latency } from './lib/load.js';
 import type { LatencyResult } from './lib/load.js';
-import { runAsMain } from './lib/main.js';
+import { benchMain, verdict } from './lib/cli.js';
 import { signInMany } from './lib/signin.js';
 import { startSimAgents } from './lib/sim-agents.js';
 import type { SimAgents, SimConfig } from './lib/sim-agents.js';
@@ -357,8 +357,6 @@ function describe(res: ScaleResult): string {
   );
 }
 
-const verdict = (p: boolean | undefined) => (p === undefined ? 'N/A' : p ? 'PASS' : 'FAIL');
-
 export function renderScaleText(res: ScaleResult): string {
   const out = ['Porthole scale benchmark', describe(res), ''];
   for (const t of tables(res)) out.push(textTable(t.header, t.rows), '');
@@ -380,32 +378,17 @@ export function renderScaleMarkdown(res: ScaleResult): string {
   return out.join('\n');
 }
 
-function parseArgs(argv: string[]): ScaleOptions & { json?: string; markdown?: string } {
-  const o: ScaleOptions & { json?: string; markdown?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--quick') Object.assign(o, { agents: [200, 500], active: 20, reconnect: 200, idleSeconds: 5, activeSeconds: 3 });
-    else if (a === '--agents') o.agents = v().split(',').map(Number);
-    else if (a === '--active') o.active = Number(v());
-    else if (a === '--reconnect') o.reconnect = Number(v());
-    else if (a === '--json') o.json = v();
-    else if (a === '--markdown') o.markdown = v();
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const res = await benchScale(args);
-  process.stdout.write(`${renderScaleText(res)}\n`);
-  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
-  if (args.markdown) await writeFile(args.markdown, `${renderScaleMarkdown(res)}\n`);
-}
-
-runAsMain(import.meta.url, 'scale', 20 * 60_000, main);
+benchMain<ScaleOptions, ScaleResult>(import.meta.url, {
+  name: 'scale',
+  usage: '[--agents 1000,5000] [--active N] [--reconnect N]',
+  flags: {
+    '--agents': (o, v) => (o.agents = v().split(',').map(Number)),
+    '--active': (o, v) => (o.active = Number(v())),
+    '--reconnect': (o, v) => (o.reconnect = Number(v())),
+  },
+  quick: { agents: [200, 500], active: 20, reconnect: 200, idleSeconds: 5, activeSeconds: 3 },
+  limitMs: 20 * 60_000,
+  run: benchScale,
+  text: renderScaleText,
+  markdown: renderScaleMarkdown,
+});

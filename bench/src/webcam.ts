@@ -5,9 +5,8 @@
 // and the latency a frame gains on the way (source write → viewer read, from a timestamp the
 // source puts in each JPEG). All on 127.0.0.1, bounded in time.
 // `node bench/dist/webcam.js [--quick] [--viewers 1,5,10,20,50] [--seconds N] [--json FILE] [--markdown FILE]`.
-import { runAsMain } from './lib/main.js';
+import { benchMain } from './lib/cli.js';
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { cpus, release } from 'node:os';
@@ -418,34 +417,16 @@ export function renderWebcamMarkdown(res: WebcamBenchResult): string {
   return out.join('\n');
 }
 
-function parseArgs(argv: string[]): WebcamBenchOptions & { json?: string; markdown?: string } {
-  const o: WebcamBenchOptions & { json?: string; markdown?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--quick') Object.assign(o, { viewers: [1, 10, 50], seconds: 4, warmupMs: 1_500 });
-    else if (a === '--viewers') o.viewers = v().split(',').map(Number);
-    else if (a === '--seconds') o.seconds = Number(v());
-    else if (a === '--json') o.json = v();
-    else if (a === '--markdown') o.markdown = v();
-    else if (a === '--help' || a === '-h') {
-      process.stdout.write('node bench/dist/webcam.js [--quick] [--viewers 1,5,10,20,50] [--seconds N] [--json FILE] [--markdown FILE]\n');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
-}
-
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const res = await benchWebcam(args);
-  process.stdout.write(`${renderWebcamText(res)}\n`);
-  if (args.json) await writeFile(args.json, `${JSON.stringify(res, null, 2)}\n`);
-  if (args.markdown) await writeFile(args.markdown, `${renderWebcamMarkdown(res)}\n`);
-}
-
-runAsMain(import.meta.url, 'webcam', 10 * 60_000, main);
+benchMain<WebcamBenchOptions, WebcamBenchResult>(import.meta.url, {
+  name: 'webcam',
+  usage: '[--viewers 1,5,10,20,50] [--seconds N]',
+  flags: {
+    '--viewers': (o, v) => (o.viewers = v().split(',').map(Number)),
+    '--seconds': (o, v) => (o.seconds = Number(v())),
+  },
+  quick: { viewers: [1, 10, 50], seconds: 4, warmupMs: 1_500 },
+  limitMs: 10 * 60_000,
+  run: benchWebcam,
+  text: renderWebcamText,
+  markdown: renderWebcamMarkdown,
+});
