@@ -48,6 +48,7 @@ async function main(): Promise<void> {
   for (const o of only) if (!known.includes(o)) throw new Error(`unknown section ${o} (known: ${known.join(', ')})`);
 
   const started = new Date();
+  const loadBefore = os.loadavg()[0] ?? NaN;
   let failed = 0;
   const out: string[] = [];
   for (const s of sections) {
@@ -66,10 +67,11 @@ async function main(): Promise<void> {
     out.push(`## ${s.title}\n\n${md.trim()}\n\n_Took ${Math.round((Date.now() - t0) / 1000)} s._\n`);
   }
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  const load = `1-minute load average ${loadBefore.toFixed(2)} when it started, ${(os.loadavg()[0] ?? NaN).toFixed(2)} when it ended`;
   const head = `# Benchmarks
 
 Written by \`npm run bench\` on ${started.toISOString()}: ${os.cpus().length}× ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB,
-Node ${process.version}, ${os.type()} ${os.release()}. Every figure compares against a baseline measured
+Node ${process.version}, ${os.type()} ${os.release()}; ${load}. Every figure compares against a baseline measured
 in the same run (a raw WebSocket; a direct connection, nginx and \`ssh -L\`); the machine is
 shared and noisy, so read medians and ratios, not absolute numbers.
 
