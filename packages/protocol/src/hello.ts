@@ -60,6 +60,11 @@ export function encodeHello(h: Hello): string {
   return Buffer.from(JSON.stringify(h), 'utf8').toString('base64url');
 }
 
+/** A peer's JSON value for an error message: never throws, never long. */
+function describe(v: unknown): string {
+  return (typeof v === 'number' || typeof v === 'boolean' || v === null ? String(v) : typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : typeof v);
+}
+
 export function decodeHello(header: string | undefined): Hello {
   if (header === undefined || header.length === 0) throw new HelloError('missing Porthole-Hello header');
   if (header.length > Math.ceil((HELLO_MAX_BYTES * 4) / 3)) throw new HelloError('Porthole-Hello header too large');
@@ -71,7 +76,8 @@ export function decodeHello(header: string | undefined): Hello {
   }
   if (typeof raw !== 'object' || raw === null) throw new HelloError('hello must be an object');
   const o = raw as Record<string, unknown>;
-  if (o.v !== HELLO_VERSION) throw new HelloError(`unsupported hello version ${String(o.v)}`);
+  // Not String(o.v): JSON can hold {"toString": …}, which String() turns into a TypeError (fuzz.test.ts).
+  if (o.v !== HELLO_VERSION) throw new HelloError(`unsupported hello version ${describe(o.v)}`);
   const agent = typeof o.agent === 'string' ? o.agent.slice(0, 64) : 'unknown';
   if (!Array.isArray(o.services) || o.services.length === 0 || o.services.length > 32) {
     throw new HelloError('hello.services must list 1 to 32 services');

@@ -99,8 +99,11 @@ function asOpenRequest(v: unknown): OpenRequest {
 function asOpenReply(v: unknown): OpenReply {
   if (typeof v !== 'object' || v === null) throw bad('open reply is not an object');
   const { status, message } = v as Record<string, unknown>;
-  if (!Object.values(OpenStatus).includes(status as OpenStatus)) throw bad(`unknown open status ${String(status)}`);
-  return message === undefined ? { status: status as OpenStatus } : { status: status as OpenStatus, message: String(message) };
+  // Not String(x) on the peer's values: JSON can hold {"toString": …}, which makes String() throw
+  // a TypeError instead of this module's typed error (found by fuzz.test.ts).
+  if (!Object.values(OpenStatus).includes(status as OpenStatus)) throw bad(`unknown open status ${typeof status === 'string' ? JSON.stringify(status.slice(0, 32)) : typeof status}`);
+  if (message !== undefined && typeof message !== 'string') throw bad('open reply message is not a string');
+  return message === undefined ? { status: status as OpenStatus } : { status: status as OpenStatus, message };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Time-bounded fuzzing of everything that parses bytes from the other end of the tunnel: the
 // frame decoder, a live session (arbitrary bytes and structured-but-hostile frames, split at
 // arbitrary boundaries), the stream open header and the agent's Hello. Each property runs for a
-// fixed time, not a fixed count (about 9 s in all). The rules: nothing throws out of the
+// fixed time, not a fixed count (about 10 s in all). The rules: nothing throws out of the
 // parsers except their own typed errors, what is buffered stays within the configured bounds,
 // and a session that fails ends alone — another session in the same process keeps working.
 //
@@ -386,6 +386,35 @@ describe('stream open header', () => {
     st.on('error', () => undefined);
     await expect(readOpenReply(st, 2_000)).rejects.toBeInstanceOf(StreamError);
     for (const x of [client, server, c2, s2]) x.close();
+  });
+});
+
+describe('stream open reply', () => {
+  it('any JSON body: a valid reply or ERR_INVALID_OPEN_HEADER, never another error', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.json(),
+          fc.record({ status: fc.oneof(fc.constantFrom('ok', 'unknown-service', 'connect-failed'), fc.anything()), message: fc.anything() }).map((o) => JSON.stringify(o) ?? '{}'),
+        ),
+        async (json) => {
+          const body = Buffer.from(json).subarray(0, OPEN_HEADER_MAX);
+          const head = Buffer.from([1, 2, 0, 0]);
+          head.writeUInt16BE(body.length, 2);
+          const { PassThrough } = await import('node:stream');
+          const s = new PassThrough();
+          s.end(Buffer.concat([head, body]));
+          try {
+            const r = await readOpenReply(s, 1_000);
+            expect(['ok', 'unknown-service', 'connect-failed']).toContain(r.status);
+            if (r.message !== undefined) expect(typeof r.message).toBe('string');
+          } catch (e) {
+            expect(e).toBeInstanceOf(StreamError);
+          }
+        },
+      ),
+      timed(800),
+    );
   });
 });
 
