@@ -19,13 +19,17 @@ const MAX_ANSWERS_WHILE_BLOCKED = 256;
 export interface Transport {
   /** Sends bytes in order. Returns false when the transport's own buffer is above its mark;
    * the owner then calls `session.transportDrained()` once it has room again. */
-  write(chunk: Buffer): boolean;
+  /** `written`, when given, is called once these bytes have left (handed to the kernel), in
+   * the order of the writes; only transports that set `reportsWritten` are given one. */
+  write(chunk: Buffer, written?: () => void): boolean;
   /** Optional: sends `chunks` (in order, `bytes` in all) as one message without joining them
-   * first, e.g. one WebSocket frame written with one writev. Same return as `write`. The
-   * buffers are not modified afterwards; the transport may hold them until they are written. */
-  writev?(chunks: Buffer[], bytes: number): boolean;
+   * first, e.g. one WebSocket frame written with one writev. Same return and `written` as
+   * `write`. The buffers are not modified afterwards; the transport holds them until written. */
+  writev?(chunks: Buffer[], bytes: number, written?: () => void): boolean;
   /** The session is over; release the transport. */
   close(err?: Error): void;
+  /** True when the transport calls `written` for every write that succeeds. */
+  readonly reportsWritten?: boolean;
 }
 
 /** Time, injectable so tests decide it. */
@@ -84,6 +88,10 @@ export class Session extends EventEmitter<SessionEvents> {
   private scratchStart = 0;
   private scratchEnd = 0;
   private flushScheduled = false;
+  // whenWritten(): batches are numbered as they are flushed; the transport reports them written.
+  private flushedBatches = 0;
+  private writtenBatches = 0;
+  private readonly writtenWaiters: { batch: number; fn: () => void }[] = [];
   private transportBlocked = false;
   private drainWaiters = new Set<Stream>();
 
@@ -170,6 +178,19 @@ export class Session extends EventEmitter<SessionEvents> {
       this.pings.set(id, { sentAt: this.clock.now(), resolve, reject });
       this.sendFrame(FrameType.Ping, Flag.SYN, 0, id);
     });
+  }
+
+  /**
+   * Calls `fn` once every frame queued so far has been written by the transport, so buffers
+   * handed to streams can be reused. Never called if the session ends first (the transport
+   * may still hold them), nor by a transport that does not report writes.
+   */
+  whenWritten(fn: () => void): void {
+    if (this._closed || this.transport.reportsWritten !== true) return;
+    const queued = this.out.length > 0 || this.scratchEnd > this.scratchStart;
+    const batch = this.flushedBatches + (queued ? 1 : 0);
+    if (batch <= this.writtenBatches) fn();
+    else this.writtenWaiters.push({ batch, fn });
   }
 
   /** Graceful shutdown: tell the peer, accept no new streams, close once the open ones finish. */
@@ -416,6 +437,16 @@ export class Session extends EventEmitter<SessionEvents> {
 
   private readonly flushNow = (): void => this.flush();
 
+  private batchWritten(batch: number): void {
+    this.writtenBatches = batch;
+    if (this._closed) return;
+    const w = this.writtenWaiters;
+    let n = 0;
+    while (n < w.length && w[n]!.batch <= batch) n++;
+    if (n === 0) return;
+    for (const { fn } of w.splice(0, n)) fn();
+  }
+
   /** Moves what was written into the scratch buffer since the last seal into `out`. */
   private sealScratch(): void {
     if (this.scratchEnd === this.scratchStart) return;
@@ -434,12 +465,14 @@ export class Session extends EventEmitter<SessionEvents> {
     // One message per batch (one ws message per payload would double the messages the peer
     // parses). A transport that can gather sends the pieces as they are; others get one copy.
     const out = this.out;
+    const batch = ++this.flushedBatches;
+    const written = this.transport.reportsWritten === true ? () => this.batchWritten(batch) : undefined;
     const ok =
       out.length === 1
-        ? this.transport.write(out[0]!)
+        ? this.transport.write(out[0]!, written)
         : this.transport.writev !== undefined
-          ? this.transport.writev(out, this.outBytes)
-          : this.transport.write(Buffer.concat(out, this.outBytes));
+          ? this.transport.writev(out, this.outBytes, written)
+          : this.transport.write(Buffer.concat(out, this.outBytes), written);
     this.out = [];
     this.outBytes = 0;
     if (!ok) this.transportBlocked = true;
@@ -498,6 +531,7 @@ export class Session extends EventEmitter<SessionEvents> {
     for (const s of [...this.streams.values()]) s.abort(streamErr);
     this.streams.clear();
     this.drainWaiters.clear();
+    this.writtenWaiters.length = 0;
     for (const p of this.pings.values()) p.reject(new SessionError(ErrorCode.SessionClosed, 'session closed'));
     this.pings.clear();
     this.emit('close', err);

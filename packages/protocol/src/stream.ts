@@ -87,6 +87,15 @@ export class Stream extends Duplex {
     return this.queuedBytes + this.readableLength;
   }
 
+  /**
+   * Calls `fn` once what was written to this stream (writes whose callbacks have fired) has
+   * left through the session's transport, so the written buffers may be reused. Never called
+   * when the session ends first, or over a transport that does not report writes.
+   */
+  whenWritten(fn: () => void): void {
+    this.session.whenWritten(fn);
+  }
+
   /** Abort the stream: the peer sees RST. */
   reset(): void {
     this.destroy();

@@ -35,31 +35,33 @@ export const WsCloseCode = {
 export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOptions): Session {
   let inFlight = 0;
   let blocked = false;
-  const sent = (bytes: number) => () => {
+  const sent = (bytes: number, written: (() => void) | undefined) => (err?: Error | null) => {
     inFlight -= bytes;
+    if (written !== undefined && (err === undefined || err === null)) written();
     if (blocked && inFlight <= hwm / 2) {
       blocked = false;
       session?.transportDrained();
     }
   };
-  const sendOne = (chunk: Buffer) => {
+  const sendOne = (chunk: Buffer, written?: () => void) => {
     inFlight += chunk.length;
-    ws.send(chunk, { binary: true, compress: false }, sent(chunk.length));
+    ws.send(chunk, { binary: true, compress: false }, sent(chunk.length, written));
   };
   const masked = opts.role === 'client';
   const gather = !masked || opts.zeroMask === true;
   const transport = {
-    write(chunk: Buffer): boolean {
+    reportsWritten: true,
+    write(chunk: Buffer, written?: () => void): boolean {
       if (ws.readyState !== ws.OPEN) return true; // closing: the session is about to learn of it
-      sendOne(chunk);
+      sendOne(chunk, written);
       if (inFlight > hwm) blocked = true;
       return !blocked;
     },
-    writev(chunks: Buffer[], bytes: number): boolean {
+    writev(chunks: Buffer[], bytes: number, written?: () => void): boolean {
       if (ws.readyState !== ws.OPEN) return true;
       const socket = gather ? gatherSocket(ws) : undefined;
       if (socket === undefined) {
-        sendOne(Buffer.concat(chunks, bytes));
+        sendOne(Buffer.concat(chunks, bytes), written);
       } else {
         // One binary message, written as ws itself writes an unmasked (or zero-masked) frame:
         // its header, then the payload pieces, corked into one writev. No copy of the payload.
@@ -68,7 +70,7 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
         socket.cork();
         socket.write(frameHeader(bytes, masked));
         for (let i = 0; i < last; i++) socket.write(chunks[i]!);
-        socket.write(chunks[last]!, sent(bytes));
+        socket.write(chunks[last]!, sent(bytes, written));
         socket.uncork();
       }
       if (inFlight > hwm) blocked = true;

@@ -3,6 +3,7 @@ import { encodeOpenReply, ErrorCode, OpenStatus, readOpenRequest, type Stream } 
 import { lanOnlyLookup, type ServiceConfig } from '../config/index.js';
 import { LogField, type Logger } from '../log.js';
 import { join, resetSocket } from './pipe.js';
+import { PooledReader, ReadPool } from './read-pool.js';
 
 export interface IngressOptions {
   services: Readonly<Record<string, ServiceConfig>>;
@@ -15,6 +16,8 @@ export interface IngressOptions {
   openTimeoutMs?: number;
   /** How long a refused stream may linger for the relay to close it. */
   refuseLingerMs?: number;
+  /** Read buffers for local-service sockets (one pool per agent by default). */
+  readPool?: ReadPool;
   /** Injectable for tests: how to connect to a local service. */
   connect?: (opts: net.NetConnectOpts) => net.Socket;
 }
@@ -42,6 +45,7 @@ export class Ingress {
   private readonly refuseLingerMs: number;
   private readonly connect: (opts: net.NetConnectOpts) => net.Socket;
   private open = 0;
+  private readonly readPool: ReadPool;
 
   constructor(opts: IngressOptions) {
     // A Map, so a relay asking for "constructor" or "__proto__" finds nothing.
@@ -52,6 +56,7 @@ export class Ingress {
     this.openTimeoutMs = opts.openTimeoutMs ?? INGRESS_DEFAULTS.openTimeoutMs;
     this.refuseLingerMs = opts.refuseLingerMs ?? INGRESS_DEFAULTS.refuseLingerMs;
     this.connect = opts.connect ?? net.connect;
+    this.readPool = opts.readPool ?? new ReadPool();
   }
 
   /** Streams currently open (reading their header, connecting, or piping). */
@@ -94,11 +99,13 @@ export class Ingress {
       this.refuse(stream, OpenStatus.UnknownService, `no service named ${JSON.stringify(name)} on this agent`);
       return;
     }
+    const reader = new PooledReader(this.readPool);
     const socket = this.connect({
       host: service.host,
       port: service.port,
       allowHalfOpen: true,
       noDelay: true,
+      onread: reader.onread,
       ...(net.isIP(service.host) === 0 ? { lookup: lanOnlyLookup } : {}),
     });
     // Whatever happens below, a socket error must never go unhandled: the agent does not die.
@@ -131,14 +138,19 @@ export class Ingress {
       stream.write(encodeOpenReply({ status: OpenStatus.Ok }));
       const debug = this.log.isLevelEnabled('debug');
       if (debug) this.log.debug({ [LogField.streamId]: stream.id, [LogField.service]: name }, 'stream open');
-      join(stream, socket, (r) => {
-        if (debug) {
-          this.log.debug(
-            { [LogField.streamId]: stream.id, [LogField.service]: name, bytesIn: r.bytesToService, bytesOut: r.bytesFromService, clean: r.clean },
-            'stream closed',
-          );
-        }
-      });
+      join(
+        stream,
+        socket,
+        (r) => {
+          if (debug) {
+            this.log.debug(
+              { [LogField.streamId]: stream.id, [LogField.service]: name, bytesIn: r.bytesToService, bytesOut: r.bytesFromService, clean: r.clean },
+              'stream closed',
+            );
+          }
+        },
+        reader,
+      );
     });
   }
 

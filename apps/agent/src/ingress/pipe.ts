@@ -1,5 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Stream } from '@porthole/protocol';
+import type { PooledReader } from './read-pool.js';
 
 /**
  * Aborts a TCP connection with a reset (RST), not a FIN: the local service must see a broken
@@ -42,7 +44,7 @@ export interface JoinResult {
  *   socket resets the stream (RST to the relay).
  * Chunks pass through as they are: no copies, no per-chunk allocations here.
  */
-export function join(stream: Duplex, socket: Socket, onDone?: (r: JoinResult) => void): void {
+export function join(stream: Duplex, socket: Socket, onDone?: (r: JoinResult) => void, reader?: PooledReader): void {
   let clean = true;
   let remaining = 2;
   const done = () => {
@@ -76,5 +78,7 @@ export function join(stream: Duplex, socket: Socket, onDone?: (r: JoinResult) =>
   });
 
   stream.pipe(socket); // stream end → socket.end()
-  socket.pipe(stream); // socket end → stream.end()
+  // socket end → stream.end(); a socket made with a PooledReader's onread hands its data there.
+  if (reader === undefined || !reader.active) socket.pipe(stream);
+  else reader.attach(stream as Stream, socket);
 }
