@@ -268,8 +268,9 @@ describe('slow clients time out', () => {
 describe("a device's concurrent streams are capped", () => {
   it(`beyond ${STREAM_CAP} exchanges: 503 with Retry-After and a readable page; HTTP and WebSocket alike`, async () => {
     origin.reset();
-    const held = Array.from({ length: STREAM_CAP }, (_, i) => deviceStream(relay.port, SLUG, { path: `/slow?ms=4000&hold=${i}`, timeoutMs: 20_000 }));
-    await poll(() => origin.find((q) => q.url.includes('hold=')).length === STREAM_CAP, 15_000, 'all held requests at the origin');
+    // Responses that start and never end: the exchanges stay in flight until we let them go.
+    const held = await Promise.all(Array.from({ length: STREAM_CAP }, (_, i) => deviceStream(relay.port, SLUG, { path: `/stall?bytes=1&hold=${i}`, timeoutMs: 20_000 })));
+    expect(held.map((r) => r.statusCode)).toEqual(Array(STREAM_CAP).fill(200));
     const t = Date.now();
     const over = await deviceRequest(relay.port, SLUG, { path: '/api/status?over=cap' });
     const refusedMs = Date.now() - t;
@@ -284,10 +285,17 @@ describe("a device's concurrent streams are capped", () => {
     );
     expect(ws.status).toBe(503);
     expect(ws.headers['retry-after']).toBe('5');
-    const done = await Promise.all(held);
-    expect(done.map((r) => r.statusCode)).toEqual(Array(STREAM_CAP).fill(200));
-    for (const r of done) r.resume();
-    await survived(`stream cap (${STREAM_CAP} per device)`, '503 + Retry-After: 5, HTTP and WebSocket', refusedMs);
+    // The phones give up: their exchanges end, and the cap frees (not a leak).
+    for (const r of held) r.destroy();
+    const freedAt = Date.now();
+    for (;;) {
+      const r = await deviceRequest(relay.port, SLUG, { path: '/api/status?after=cap' });
+      if (r.status === 200) break;
+      expect(r.status).toBe(503);
+      expect(Date.now() - freedAt).toBeLessThan(10_000);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    await survived(`stream cap (${STREAM_CAP} per device)`, `503 + Retry-After: 5, HTTP and WebSocket; free again ${Date.now() - freedAt} ms after the held exchanges ended`, refusedMs);
   }, 30_000);
 });
 
