@@ -7,6 +7,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { WsClientFilter, WsClose, WsServerGate } from '../src/access/ws-filter.js';
 import { checkRequest, DEFAULT_HTTP_LIMITS } from '../src/http-limits.js';
+import { encodeOpenReply, memoryPair, OpenStatus, readOpenRequest, type Stream } from '@porthole/protocol';
+import type WebSocket from 'ws';
+import { DeviceTunnel, OpenStreamError } from '../src/tunnel/device-tunnel.js';
 import { RefusalThrottle } from '../src/tunnel/refusal-throttle.js';
 import { throttleKey } from '../src/tunnel/agent-endpoint.js';
 
@@ -224,5 +227,56 @@ describe('checkRequest', () => {
     ['TE and a length', { raw: ['Host', 'a', 'Transfer-Encoding', 'chunked', 'Content-Length', '3'] }, 400],
   ])('%s → %s', (_name, req, status) => {
     expect(checkRequest(fakeReq(req), DEFAULT_HTTP_LIMITS)?.status).toBe(status);
+  });
+});
+
+describe('DeviceTunnel at the limits', () => {
+  function tunnel(agentMaxStreams: number, maxExchanges = 100) {
+    // The relay's session is the server; the agent (client) answers opens like the real ingress.
+    const { client: agent, server: relay } = memoryPair({ config: { keepAliveInterval: 0 }, clientConfig: { maxConcurrentStreams: agentMaxStreams } });
+    const held: Stream[] = [];
+    agent.on('stream', (s) => {
+      s.on('error', () => undefined);
+      held.push(s);
+      void readOpenRequest(s).then(() => s.write(encodeOpenReply({ status: OpenStatus.Ok })), () => s.destroy());
+    });
+    const t = new DeviceTunnel(
+      { deviceId: 'd', slug: 's', name: 'Printer', remote: '127.0.0.1', hello: { v: 1, agent: 't', services: [{ name: 'ui' }], routes: [{ path: '/', service: 'ui' }] } },
+      relay,
+      { close: () => undefined, terminate: () => undefined } as unknown as WebSocket,
+      { openTimeoutMs: 2_000, maxFreeStreams: 1, idleStreamMs: 1_000, maxExchanges },
+    );
+    return { t, agent, relay };
+  }
+
+  it('a stream the agent refuses at its own limit is "busy", not "offline"', async () => {
+    const { t, agent, relay } = tunnel(1);
+    const first = await t.openStream('ui', {});
+    const err = await t.openStream('ui', {}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(OpenStreamError);
+    expect((err as OpenStreamError).kind).toBe('busy');
+    expect(relay.closed).toBe(false);
+    first.destroy();
+    agent.close();
+    relay.close();
+  });
+
+  it('counts exchanges against the cap and frees them exactly once', () => {
+    const { t, agent, relay } = tunnel(8, 2);
+    const a = t.tryAcquire();
+    const b = t.tryAcquire();
+    expect(a).toBeTypeOf('function');
+    expect(b).toBeTypeOf('function');
+    expect(t.tryAcquire()).toBeUndefined();
+    a!();
+    a!();
+    expect(t.activeExchanges).toBe(1);
+    expect(t.tryAcquire()).toBeTypeOf('function');
+    expect(t.tryAcquire()).toBeUndefined();
+    agent.close();
+    relay.close();
   });
 });

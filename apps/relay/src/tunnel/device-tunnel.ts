@@ -2,6 +2,7 @@ import http from 'node:http';
 import {
   AgentCloseCode,
   encodeOpenRequest,
+  ErrorCode,
   OpenStatus,
   readOpenReply,
   type Hello,
@@ -122,7 +123,10 @@ export class DeviceTunnel {
       stream.destroy();
       if (e instanceof OpenStreamError) throw e;
       const msg = (e as Error).message;
-      throw new OpenStreamError(/within/.test(msg) ? 'timeout' : 'offline', msg);
+      // The agent reset a stream it never answered while the tunnel stays up: it is at its own
+      // stream limit (a Pi allows 128), which the phone should hear as "busy", not "offline".
+      const refused = (e as { code?: string }).code === ErrorCode.StreamReset && !this.session.closed && !this.session.goingAway;
+      throw new OpenStreamError(refused ? 'busy' : /within/.test(msg) ? 'timeout' : 'offline', msg);
     }
     return asSocket(stream);
   }
