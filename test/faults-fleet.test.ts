@@ -194,5 +194,7 @@ describe(`a relay restart with ${N} agents connected`, () => {
     const exit = await fleet.waitExit(20_000);
     expect(exit.code).toBe(0);
     await until('the relay sees them gone', async () => (await metric('porthole_agents_connected')) === 1, 20_000);
+    const r = await deviceRequest(relayPort, 'steady', { path: '/api/status', headers: { cookie: cookieB } });
+    expect(r.status).toBe(200);
   });
 });
