@@ -78,6 +78,44 @@ describe('Backoff', () => {
     expect(b.attempt).toBe(1);
   });
 
+  it('keeps delays under the outage ceiling for a while after a stable connection drops', () => {
+    const clock = manualClock();
+    const b = new Backoff({ random: () => 0.999_999, clock });
+    b.connected();
+    clock.advance(60_000);
+    b.disconnected(); // a relay restart after a long, good connection
+    const delays = Array.from({ length: 8 }, () => b.next());
+    expect(delays).toEqual([499, 999, 1999, 3999, 7999, 9999, 9999, 9999]);
+    // The outage goes on past its period: the doubling resumes up to the full cap.
+    clock.advance(120_000);
+    expect(b.next()).toBe(59_999);
+    // Back up (not for long): the ceiling is the grown one, not the outage one.
+    b.connected();
+    clock.advance(1_000);
+    b.disconnected();
+    expect(b.next()).toBe(59_999);
+  });
+
+  it('gives no outage ceiling to a connection that never became stable (a relay that drops everyone)', () => {
+    const clock = manualClock();
+    const b = new Backoff({ random: () => 0.999_999, clock });
+    for (let i = 0; i < 8; i++) {
+      b.connected();
+      clock.advance(1_000);
+      b.disconnected();
+      b.next();
+    }
+    expect(b.next()).toBe(59_999);
+  });
+
+  it('fits the outage ceiling between base and cap, and refuses one outside', () => {
+    expect(new Backoff({ baseMs: 100, capMs: 5_000 }).outageCapMs).toBe(5_000);
+    expect(new Backoff({ baseMs: 30_000, capMs: 60_000 }).outageCapMs).toBe(30_000);
+    expect(new Backoff().outageCapMs).toBe(10_000);
+    expect(() => new Backoff({ outageCapMs: 120_000 })).toThrow(RangeError);
+    expect(() => new Backoff({ baseMs: 1_000, outageCapMs: 500 })).toThrow(RangeError);
+  });
+
   it('takes custom base, cap and stable period, and refuses nonsense', () => {
     const b = new Backoff({ baseMs: 100, capMs: 250, random: () => 0.999_999 });
     expect([b.next(), b.next(), b.next(), b.next()]).toEqual([99, 199, 249, 249]);
