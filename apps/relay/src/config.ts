@@ -130,7 +130,7 @@ export const DEFAULTS = {
   maxHeaderBytes: 16 * 1024,
   headersTimeoutMs: 30_000,
   bodyIdleTimeoutMs: 60_000,
-  maxStreamsPerDevice: 256,
+  maxStreamsPerDevice: 128, // the agent's own stream limit (DIAL_DEFAULTS): past it the phone gets 503, not a refused stream
   agentRefusalBurst: 10,
   agentRefusalsPerMinute: 30,
 } as const satisfies Partial<Record<keyof RelayConfig | 'httpsPort', unknown>>;

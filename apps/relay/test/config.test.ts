@@ -55,7 +55,7 @@ describe('loadConfig', () => {
       maxHeaderBytes: 16384,
       headersTimeoutMs: 30_000,
       bodyIdleTimeoutMs: 60_000,
-      maxStreamsPerDevice: 256,
+      maxStreamsPerDevice: 128,
       agentRefusalBurst: 10,
       agentRefusalsPerMinute: 30,
     });
