@@ -13,6 +13,8 @@ export type TunnelSocket = Stream & {
   ref(): TunnelSocket;
   unref(): TunnelSocket;
   remoteAddress?: string;
+  /** The idle timeout in ms, as on a net.Socket: http.Agent skips setTimeout when it matches. */
+  timeout?: number;
   /** Bytes moved through this stream, for metrics and logs. */
   bytesRead: number;
   bytesWritten: number;
@@ -60,10 +62,15 @@ export function asSocket(stream: Stream): TunnelSocket {
     return origWrite(...args);
   };
   s.setTimeout = (ms: number, cb?: () => void) => {
-    idleMs = ms;
     if (cb !== undefined) s.once('timeout', cb);
     lastActivity = Date.now();
-    arm();
+    // http.Agent sets the same timeout on every reuse: an armed timer already re-checks the
+    // last activity when it fires, so only a change of the timeout re-arms it.
+    if (ms !== idleMs || (timer === undefined && ms > 0)) {
+      idleMs = ms;
+      arm();
+    }
+    s.timeout = ms;
     return s;
   };
   s.setNoDelay = () => s;
