@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, release } from 'node:os';
 import { agentBundle, stopAll } from '@porthole/e2e/procs';
-import { peakSampler, rssBytes } from './lib/cpu.js';
+import { anonRssBytes, peakSampler, rssBytes } from './lib/cpu.js';
 import { download, upload } from './lib/load.js';
 import type { Target } from './lib/load.js';
 import { benchMain, verdict } from './lib/cli.js';
@@ -33,6 +33,9 @@ export interface AgentMemoryRow {
   env: string;
   idleRss: number;
   loadPeakRss: number;
+  /** RssAnon: the private part of those (heap, buffers), without Node's file-backed code pages. */
+  idleAnon: number;
+  loadPeakAnon: number;
   /** Webcam bytes the viewer got during the load, and the transfers' MB/s. */
   webcamBytes: number;
   downMBps: number;
@@ -95,19 +98,24 @@ async function measure(node: string, extraEnv: Record<string, string>, o: AgentM
     const pid = path.agent.pid;
     await download(path.target, 4 * MiB);
     const samples: number[] = [];
+    const anonSamples: number[] = [];
     for (let i = 0; i < o.idleSeconds * 2; i++) {
       await new Promise((r) => setTimeout(r, 500));
       samples.push(rssBytes(pid));
+      anonSamples.push(anonRssBytes(pid));
     }
     const idleRss = median(samples);
+    const idleAnon = median(anonSamples);
     log(`  ${version}: idle ${fmt(idleRss / 1e6, 1)} MB; now ${o.sizeMiB} MiB down + ${o.sizeMiB} MiB up + a webcam viewer at once`);
     const peak = peakSampler(() => rssBytes(pid), 50);
+    const peakAnon = peakSampler(() => anonRssBytes(pid), 50);
     const viewer = watch(path.target);
     const [d, u] = await Promise.all([download(path.target, o.sizeMiB * MiB), upload(path.target, o.sizeMiB * MiB)]);
     const webcamBytes = viewer.stop();
     const loadPeakRss = peak.stop();
+    const loadPeakAnon = peakAnon.stop();
     log(`  ${version}: peak ${fmt(loadPeakRss / 1e6, 1)} MB (download ${fmt(d.mbps)} MB/s, upload ${fmt(u.mbps)} MB/s, webcam ${fmt(webcamBytes / 1e6, 1)} MB)`);
-    return { node, version, env: envText, idleRss, loadPeakRss, webcamBytes, downMBps: d.mbps, upMBps: u.mbps };
+    return { node, version, env: envText, idleRss, loadPeakRss, idleAnon, loadPeakAnon, webcamBytes, downMBps: d.mbps, upMBps: u.mbps };
   } finally {
     await path?.stop();
     await camera.close();
@@ -130,7 +138,7 @@ export async function benchAgentMemory(opts: AgentMemoryOptions = {}): Promise<A
         rows.push(await measure(node, env, o, log));
       } catch (err) {
         log(`agent on ${node}: FAILED: ${(err as Error).stack ?? String(err)}`);
-        rows.push({ node, version: '?', env: Object.keys(env).join(' '), idleRss: NaN, loadPeakRss: NaN, webcamBytes: 0, downMBps: NaN, upMBps: NaN, error: (err as Error).message.split('\n')[0] });
+        rows.push({ node, version: '?', env: Object.keys(env).join(' '), idleRss: NaN, loadPeakRss: NaN, idleAnon: NaN, loadPeakAnon: NaN, webcamBytes: 0, downMBps: NaN, upMBps: NaN, error: (err as Error).message.split('\n')[0] });
       }
     }
   } finally {
@@ -164,11 +172,21 @@ export async function benchAgentMemory(opts: AgentMemoryOptions = {}): Promise<A
 
 function table(res: AgentMemoryResult): { header: string[]; rows: string[][] } {
   return {
-    header: ['Node', 'agent environment', 'idle RSS MB', 'peak RSS MB under load', 'download MB/s', 'upload MB/s', 'webcam MB meanwhile'],
+    header: ['Node', 'agent environment', 'idle RSS MB', 'of it private', 'peak RSS MB under load', 'of it private', 'download MB/s', 'upload MB/s', 'webcam MB meanwhile'],
     rows: res.rows.map((r) =>
       r.error !== undefined
-        ? [r.node, r.env || 'as shipped', 'failed', '–', '–', '–', '–']
-        : [r.version, r.env || 'as shipped', fmt(r.idleRss / 1e6, 1), fmt(r.loadPeakRss / 1e6, 1), fmt(r.downMBps), fmt(r.upMBps), fmt(r.webcamBytes / 1e6, 1)],
+        ? [r.node, r.env || 'as shipped', 'failed', '–', '–', '–', '–', '–', '–']
+        : [
+            r.version,
+            r.env || 'as shipped',
+            fmt(r.idleRss / 1e6, 1),
+            fmt(r.idleAnon / 1e6, 1),
+            fmt(r.loadPeakRss / 1e6, 1),
+            fmt(r.loadPeakAnon / 1e6, 1),
+            fmt(r.downMBps),
+            fmt(r.upMBps),
+            fmt(r.webcamBytes / 1e6, 1),
+          ],
     ),
   };
 }
@@ -178,7 +196,9 @@ function describe(res: AgentMemoryResult): string {
     `The agent bundle (apps/agent/dist/porthole-agent.cjs) behind a relay on 127.0.0.1, with a UI and a 640×480 15 fps MJPEG camera; ` +
     `idle: median RSS over ${res.options.idleSeconds} s after one small transfer; under load: the peak (sampled every 50 ms) while a ` +
     `${res.options.sizeMiB} MiB download, a ${res.options.sizeMiB} MiB upload and a webcam viewer run at once. MB = 10^6 bytes. ` +
-    `Each Node as shipped, and with glibc malloc told to keep one arena and give freed memory back (the goals judge the shipped rows). ` +
+    `Each Node as shipped, and with glibc malloc told to keep one arena and give freed memory back (the goals judge the shipped rows, on RSS). ` +
+    `"Of it private" is RssAnon (heap, buffers, stacks): what the agent itself costs; the rest of RSS is file-backed, the Node binary's and ` +
+    `libraries' code, the same for any Node program, shared and reclaimable under memory pressure. ` +
     `${res.options.agentNodeOptions !== '' ? `Agent NODE_OPTIONS: ${res.options.agentNodeOptions}. ` : ''}${res.environment.cpus}× ${res.environment.cpuModel}, Linux ${res.environment.kernel}; ${res.date}, ${Math.round(res.durationSeconds)} s.`
   );
 }

@@ -101,6 +101,20 @@ export function rssBytes(pid: number): number {
   }
 }
 
+/**
+ * The anonymous part of a process's resident memory in bytes (RssAnon: heap, buffers, stacks),
+ * what the process itself costs; the rest of RSS is file-backed (the Node binary's and libraries'
+ * code), shared with every other Node process and dropped by the kernel under memory pressure.
+ */
+export function anonRssBytes(pid: number): number {
+  try {
+    const m = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Resident memory of a whole process tree in bytes (shared pages counted once per process). */
 export function treeRssBytes(pid: number): number {
   return processTree(pid).reduce((sum, p) => sum + (rssBytes(p) || 0), 0);
