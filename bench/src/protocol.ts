@@ -204,6 +204,10 @@ function split(bytes: number, parts: number): number[] {
 function muxSender(ws: WebSocket, session: Session, spec: Spec): End {
   const sendOne = async (bytes: number) => {
     const s = session.openStream();
+    // The stream lives on after 'finish' until the receiver's FIN; closing the session at the end
+    // may destroy it with an error then, which must not crash the process. Errors before the end
+    // reject through once() below.
+    s.on('error', () => undefined);
     s.resume(); // nothing comes back; keep the readable side from holding anything
     for (let off = 0; off < bytes; off += CHUNK) {
       if (!s.write(chunkOf(Math.min(CHUNK, bytes - off)))) await once(s, 'drain');
