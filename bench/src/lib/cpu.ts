@@ -91,14 +91,19 @@ export function cpuMeter(pids: () => number[], tree = false): CpuMeter {
   return () => pids().reduce((sum, pid) => sum + (tree ? treeCpuSeconds(pid) : processCpuSeconds(pid, true) || 0), 0);
 }
 
-/** Resident set size of one process in bytes (/proc/PID/status VmRSS), NaN when gone. */
-export function rssBytes(pid: number): number {
+/** A `kB` field of /proc/PID/status in bytes, NaN when the process is gone. */
+function statusBytes(pid: number, field: 'VmRSS' | 'RssAnon'): number {
   try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : NaN;
   } catch {
     return NaN;
   }
+}
+
+/** Resident set size of one process in bytes (/proc/PID/status VmRSS), NaN when gone. */
+export function rssBytes(pid: number): number {
+  return statusBytes(pid, 'VmRSS');
 }
 
 /**
@@ -107,12 +112,7 @@ export function rssBytes(pid: number): number {
  * code), shared with every other Node process and dropped by the kernel under memory pressure.
  */
 export function anonRssBytes(pid: number): number {
-  try {
-    const m = /^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : NaN;
-  } catch {
-    return NaN;
-  }
+  return statusBytes(pid, 'RssAnon');
 }
 
 /** Resident memory of a whole process tree in bytes (shared pages counted once per process). */
