@@ -9,6 +9,7 @@ import { benchProxy, renderProxyMarkdown } from './proxy.js';
 import { benchAgentMemory, renderAgentMarkdown } from './agent.js';
 import { benchLink, renderLinkMarkdown } from './link.js';
 import { benchScale, renderScaleMarkdown } from './scale.js';
+import { benchTlsCiphers, renderTlsCiphersMarkdown } from './tls-ciphers.js';
 
 const readme = fileURLToPath(new URL('../README.md', import.meta.url));
 
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     { title: 'Link', run: async () => renderLinkMarkdown(await benchLink()) },
     { title: 'Scale', run: async () => renderScaleMarkdown(await benchScale()) },
     { title: 'Agent', run: async () => renderAgentMarkdown(await benchAgentMemory()) },
+    { title: 'Ciphers', run: async () => renderTlsCiphersMarkdown(await benchTlsCiphers()) },
   );
   const known = sections.map((s) => s.title.toLowerCase());
   for (const o of only) if (!known.includes(o)) throw new Error(`unknown section ${o} (known: ${known.join(', ')})`);
@@ -77,7 +79,7 @@ shared and noisy, so read medians and ratios, not absolute numbers.
 
 Re-run everything with \`npm run bench\` (as root: the link section makes a network namespace
 when the kernel has tc netem, and the scale section wants \`ulimit -n\` above 6,000), or some parts
-with \`npm run bench -- protocol\` (also \`proxy\`, \`webcam\`, \`link\`, \`scale\`, \`agent\`); each file
+with \`npm run bench -- protocol\` (also \`proxy\`, \`webcam\`, \`link\`, \`scale\`, \`agent\`, \`ciphers\`); each file
 also runs alone, e.g. \`node bench/dist/proxy.js --quick\` or \`node bench/dist/scale.js --quick\`.
 Nothing here runs in \`npm test\`.
 ${process.env.PORTHOLE_BENCH_NOTE ? `\n${process.env.PORTHOLE_BENCH_NOTE}\n` : ''}`;
@@ -87,13 +89,18 @@ ${process.env.PORTHOLE_BENCH_NOTE ? `\n${process.env.PORTHOLE_BENCH_NOTE}\n` : '
   } catch {
     /* first run */
   }
-  // Sections not re-run this time keep their previous figures.
+  // Sections not re-run this time keep their previous figures; all stay in the order above.
   const kept = previous
     .split(/^## /m)
     .slice(1)
     .filter((s) => !out.some((o) => o.startsWith(`## ${s.split('\n')[0]}`)))
     .map((s) => `## ${s.trimEnd()}\n`);
-  await writeFile(readme, [head, ...out, ...kept].join('\n'));
+  const rank = (md: string) => {
+    const i = sections.findIndex((s) => md.startsWith(`## ${s.title}\n`));
+    return i < 0 ? sections.length : i;
+  };
+  const body = [...out, ...kept].sort((a, b) => rank(a) - rank(b));
+  await writeFile(readme, [head, ...body].join('\n'));
   process.stderr.write(`\nwrote ${readme}\n`);
   if (failed > 0) {
     process.stderr.write(`${failed} section(s) failed\n`);

@@ -16,6 +16,7 @@ import type { PairingService } from './pairing/service.js';
 import { createAgentEndpoint, type AgentAuthenticator } from './tunnel/agent-endpoint.js';
 import { TunnelRegistry } from './tunnel/registry.js';
 import { WebcamHub, type WebcamOptions } from './webcam/hub.js';
+import { TLS_SERVER_OPTIONS } from './tls/ciphers.js';
 
 export interface RelayAppOptions {
   domain: string;
@@ -119,7 +120,7 @@ export async function buildRelay(opts: RelayAppOptions): Promise<RelayApp> {
       server =
         hsts === undefined
           ? http.createServer(serverOptions(limits), dispatch)
-          : https.createServer({ ...serverOptions(limits), ALPNProtocols: ['http/1.1'] }, (req, res) => {
+          : https.createServer({ ...serverOptions(limits), ...TLS_SERVER_OPTIONS, ALPNProtocols: ['http/1.1'] }, (req, res) => {
               res.setHeader('strict-transport-security', hsts);
               dispatch(req, res);
             });

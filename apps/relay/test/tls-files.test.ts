@@ -12,6 +12,8 @@ import { memoryLogger, tempDir, testConfig } from './db-helpers.js';
 import { httpGet, httpsGet, tlsPeer, until } from './tls-helpers.js';
 
 const DOMAIN = 'porthole.test';
+/** What an agent without AES instructions offers (apps/agent/src/connection/ciphers.ts). */
+const CHACHA_FIRST = 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384';
 const NAMES = [DOMAIN, `*.${DOMAIN}`];
 const tmp = tempDir('porthole-tls-files-');
 const live = path.join(tmp.dir, 'live');
@@ -62,6 +64,16 @@ describe('certificate files', () => {
     expect(redirect.headers.location).toBe(`https://${DOMAIN}:${port}/a/b?c=d`);
   });
 
+  it("gives ChaCha20 to a client that asks for it first (no AES instructions), else keeps the server's order", async () => {
+    const chacha = await tlsPeer(port, DOMAIN, certs.a.pem, CHACHA_FIRST);
+    expect(chacha.authorized).toBe(true);
+    expect(chacha.cipher).toBe('TLS_CHACHA20_POLY1305_SHA256');
+    expect((await tlsPeer(port, DOMAIN, certs.a.pem)).cipher).toBe('TLS_AES_256_GCM_SHA384');
+    // ChaCha20 offered, but not first: the server's order (AES-256-GCM first) decides.
+    const later = await tlsPeer(port, DOMAIN, certs.a.pem, 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256');
+    expect(later.cipher).toBe('TLS_AES_256_GCM_SHA384');
+  });
+
   it('reloads when the files change; open connections keep working', async () => {
     const ca = [certs.a.pem, certs.b.pem, certs.c.pem];
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
@@ -74,6 +86,9 @@ describe('certificate files', () => {
     const peer = await tlsPeer(port, DOMAIN, certs.b.pem);
     expect(peer.authorized).toBe(true);
     expect(peer.fingerprint256).toBe(relay!.tls.status().fingerprint256);
+    // The swapped-in context keeps the cipher options (setSecureContext starts from scratch).
+    expect((await tlsPeer(port, DOMAIN, certs.b.pem, CHACHA_FIRST)).cipher).toBe('TLS_CHACHA20_POLY1305_SHA256');
+    expect(peer.cipher).toBe('TLS_AES_256_GCM_SHA384');
     expect(lines.map((l) => l.msg)).toContain('certificate files reloaded');
 
     const again = await httpsGet(port, DOMAIN, '/healthz', { ca, agent });

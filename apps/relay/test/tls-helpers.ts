@@ -10,12 +10,15 @@ export interface Peer {
   names: string[];
   fingerprint256: string;
   validTo: string;
+  /** The negotiated cipher suite, e.g. TLS_AES_256_GCM_SHA384. */
+  cipher: string;
 }
 
 /** A TLS handshake with 127.0.0.1:port naming `servername` (SNI); resolves with what was served. */
-export function tlsPeer(port: number, servername: string, ca?: string | Buffer): Promise<Peer> {
+export function tlsPeer(port: number, servername: string, ca?: string | Buffer, ciphers?: string): Promise<Peer> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername, ...(ca !== undefined ? { ca } : {}), rejectUnauthorized: false }, () => {
+    const opts = { host: '127.0.0.1', port, servername, ...(ca !== undefined ? { ca } : {}), ...(ciphers !== undefined ? { ciphers } : {}) };
+    const socket = tls.connect({ ...opts, rejectUnauthorized: false }, () => {
       const cert = socket.getPeerCertificate();
       resolve({
         authorized: socket.authorized,
@@ -27,6 +30,7 @@ export function tlsPeer(port: number, servername: string, ca?: string | Buffer):
           .map((s) => s.slice(4)),
         fingerprint256: cert.fingerprint256,
         validTo: cert.valid_to,
+        cipher: socket.getCipher().name,
       });
       socket.end();
     });

@@ -11,6 +11,7 @@ import {
 import type { LookupFunction } from 'node:net';
 import { isIP } from 'node:net';
 import WebSocket from 'ws';
+import { agentCiphers } from './ciphers.js';
 import {
   errorFromClose,
   errorFromNetwork,
@@ -27,6 +28,9 @@ export interface DialOptions {
   hello: Hello;
   /** Extra trusted CA certificate(s) (PEM) for a wss:// relay. */
   ca?: Buffer;
+  /** TLS cipher preference for a wss:// relay; default `agentCiphers()`: ChaCha20 first on a CPU
+   * without AES instructions (a Pi 3 or 4), else Node's own. */
+  ciphers?: string;
   /** Connect to this IP instead of resolving the relay's host; the certificate is still checked for the host. */
   relayAddress?: string;
   /** Bound on the upgrade and on the first ping round trip. */
@@ -47,6 +51,13 @@ export const DIAL_DEFAULTS = Object.freeze({
   // so at most 128 streams (32 MiB) + 16 MiB of growth, whatever the relay does.
   session: Object.freeze({ maxStreamWindow: 4 * 1024 * 1024, maxSessionReceiveWindow: 16 * 1024 * 1024, maxConcurrentStreams: 128 }),
 });
+
+let cachedCiphers: { value: string | undefined } | undefined;
+/** agentCiphers() for this machine, read from /proc/cpuinfo once. */
+function defaultCiphers(): string | undefined {
+  cachedCiphers ??= { value: agentCiphers() };
+  return cachedCiphers.value;
+}
 
 /** Grace for the WebSocket close handshake before the socket is dropped. */
 const CLOSE_HANDSHAKE_MS = 2_000;
@@ -153,6 +164,7 @@ export function dial(opts: DialOptions): Promise<Tunnel> {
       reject(new TransientError(TunnelErrorCode.Aborted, 'dial aborted'));
       return;
     }
+    const ciphers = opts.ciphers ?? defaultCiphers();
     const ws = new WebSocket(agentUrl(opts.relay), {
       headers: dialHeaders(opts.credential, opts.hello),
       handshakeTimeout: timeoutMs,
@@ -167,6 +179,7 @@ export function dial(opts: DialOptions): Promise<Tunnel> {
         mask.fill(0);
       },
       ...(opts.ca !== undefined ? { ca: opts.ca } : {}),
+      ...(ciphers !== undefined ? { ciphers } : {}),
       // Always verify a wss:// relay's certificate: there is no switch, and an explicit true also
       // overrides NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment.
       rejectUnauthorized: true,

@@ -1,3 +1,4 @@
+export { agentCiphers, cpuHasAes } from './ciphers.js';
 export { agentUrl, dial, dialHeaders, DIAL_DEFAULTS, fixedLookup, Tunnel, type DialOptions } from './dial.js';
 export {
   errorFromClose,

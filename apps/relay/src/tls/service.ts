@@ -14,6 +14,7 @@ import { FileCertificates } from './files.js';
 import { createHttpPortServer, Http01Challenges } from './http-port.js';
 import { NO_PROGRESS, type SourceProgress, type TlsStatus } from './status.js';
 import { TlsStore } from './store.js';
+import { TLS_SERVER_OPTIONS } from './ciphers.js';
 
 /** Sent on every HTTPS response: devices live on subdomains, so they are included. */
 export const HSTS_HEADER = 'max-age=31536000; includeSubDomains';
@@ -107,7 +108,7 @@ export class TlsService extends EventEmitter<TlsServiceEvents> {
       });
     }
     this.source?.on('certificate', (pair) => {
-      this.server?.setSecureContext({ cert: pair.cert, key: pair.key });
+      this.server?.setSecureContext({ ...TLS_SERVER_OPTIONS, cert: pair.cert, key: pair.key });
       this.emit('certificate', pair);
     });
     this.source?.on('failure', () => this.alarm());
