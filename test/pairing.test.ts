@@ -68,7 +68,7 @@ describe('pairing', () => {
     const pair = agentPair(['--relay', relay.url, '--config', configPath, '--name', 'E2E Printer', '--service', 'ui=http://127.0.0.1:5000']);
     const { code, approveUrl } = await shownCode(pair);
     // The relay's publicUrl (with port 0 in tests it names no real port): only the path matters here.
-    expect(approveUrl).toMatch(new RegExp(`^http://localhost:\\d+/pair\\?code=${code}$`));
+    expect(approveUrl).toMatch(new RegExp(`^http://localhost:\\d+/app/pair\\?code=${code}$`));
 
     const list = JSON.parse((await relayCommand(relay, ['pair', 'list', '--json'])).stdout) as Array<{ code: string; name: string }>;
     expect(list).toEqual([expect.objectContaining({ code, name: 'E2E Printer' })]);

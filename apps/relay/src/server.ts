@@ -178,10 +178,10 @@ export async function startRelay(config: RelayConfig, opts: StartOptions = {}): 
       const setupUrl = `${config.publicUrl}/setup?token=${token}`;
       log.info({ setupUrl }, 'no account yet: open the setup link to create the first admin');
       process.stderr.write(
-        `\n  Porthole relay is running. Create the first admin account:\n\n    ${setupUrl}\n\n` +
-          `  (or: porthole-relay user add --admin --username NAME)\n\n` +
+        `\n  Porthole relay is running. Create the first admin account (on a phone or here):\n\n    ${config.publicUrl}/app/setup?token=${token}\n\n` +
+          `  (without JavaScript: ${setupUrl}; or: porthole-relay user add --admin --username NAME)\n\n` +
           `  Then connect a printer: on its Pi run\n\n    porthole-agent pair --relay ${config.publicUrl}\n\n` +
-          `  and approve the code it shows at ${config.publicUrl}/pair\n\n`,
+          `  and approve the code it shows at ${config.publicUrl}/app/pair\n\n`,
       );
     }
   }

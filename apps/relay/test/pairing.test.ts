@@ -189,7 +189,7 @@ describe('PairingService', () => {
     expect(Buffer.from(r.pollToken, 'base64url')).toHaveLength(32);
     expect(r.pollToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(r.expiresAt.getTime()).toBe(clock.now() + 10 * 60_000);
-    expect(r.approveUrl).toBe(`https://relay.example/pair?code=${r.code}`);
+    expect(r.approveUrl).toBe(`https://relay.example/app/pair?code=${r.code}`);
     expect(svc.size).toBe(1);
   });
 
@@ -491,7 +491,7 @@ describe('pairing routes', () => {
     expect(Object.keys(r.body).sort()).toEqual(['approveUrl', 'code', 'expiresAt', 'pairingId', 'pollToken']);
     expect(r.body.code).toMatch(/^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$/);
     expect(new Date(r.body.expiresAt as string).toISOString()).toBe(r.body.expiresAt);
-    expect(r.body.approveUrl).toBe(`${PUBLIC_URL}/pair?code=${String(r.body.code)}`);
+    expect(r.body.approveUrl).toBe(`${PUBLIC_URL}/app/pair?code=${String(r.body.code)}`);
     expect(svc.lookup(r.body.code as string)).toMatchObject({ name: 'Prusa MK3S', agent: '0.1.0', remote: '127.0.0.1' });
   });
 

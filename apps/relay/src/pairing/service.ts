@@ -280,7 +280,7 @@ export class PairingService {
       code,
       pollToken,
       expiresAt: new Date(pairing.expiresAt),
-      approveUrl: `${this.#publicUrl}/pair?code=${code}`,
+      approveUrl: `${this.#publicUrl}/app/pair?code=${code}`, // the phone dashboard (plain page: /pair)
     };
   }
 
