@@ -190,7 +190,11 @@ describe('webcam fan-out', () => {
       expect(Math.min(...s1.perViewer.map((v) => v.delivered)) - stalled0).toBeLessThanOrEqual(2);
       expect(maxFrame).toBeGreaterThan(100_000);
       expect(maxHeld).toBeLessThanOrEqual(2.2 * maxFrame);
-      expect(rssPeak - rssBefore).toBeLessThan(48 * 1024 * 1024);
+      // A loose sanity bound only (maxHeld above is the exact one; a relay that held every frame
+      // would never drop, and the wait for drops would fail): each 350 KB frame is a Buffer outside
+      // V8's heap, and V8 collects those only every ~64 MiB of growth, so RSS swings by that much
+      // with no leak (it went 0.5 MiB over a 48 MiB bound once on a CI run).
+      expect(rssPeak - rssBefore).toBeLessThan(96 * 1024 * 1024);
       expect(noisy.clients).toBe(1);
     } finally {
       stalled.destroy();

@@ -165,7 +165,7 @@ describe('porthole-agent pair', () => {
     );
     expect(r.err).toBe('');
     expect(r.exit).toBe(0);
-    expect(r.out).toContain(`Open https://relay.example/pair?code=${r.code} and enter ${r.code}`);
+    expect(r.out).toContain(`Open https://relay.example/app/pair?code=${r.code} and enter ${r.code}`);
     expect(r.out).toContain(`|  ${r.code}  |`);
     expect(r.out).toContain('Paired: this printer is "Garage MK3S" (mk3s)');
 
