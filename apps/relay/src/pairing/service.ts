@@ -74,7 +74,7 @@ export interface PairingServiceOptions {
   devices: Pick<DeviceStore, 'create' | 'remove'>;
   prisma: Pick<PrismaClient, 'user' | 'membership'>;
   log: Logger;
-  /** The relay's public origin, for the approve link: `<publicUrl>/pair?code=ABCD-EFGH`. */
+  /** The relay's public origin, for the approve link: `<publicUrl>/app/pair?code=ABCD-EFGH`. */
   publicUrl: string;
   clock?: PairingClock;
   limits?: Partial<PairingLimits>;
