@@ -327,24 +327,24 @@ describe('stream open header', () => {
 
   it('on a live stream: any JSON body is a valid request or a refusal, and the session survives', async () => {
     const { client, server } = memoryPair({ config: { keepAliveInterval: 0 } });
-    const results: Promise<unknown>[] = [];
+    /** By stream id: the run that the time limit interrupts can leave its result still to come. */
+    const byId = new Map<number, Promise<unknown>>();
     server.on('stream', (s) => {
       s.on('error', () => undefined);
-      results.push(
-        readOpenRequest(s, 2_000).then(
-          (req) => {
-            expect(isValidServiceName(req.service)).toBe(true);
-            for (const v of Object.values(req.meta ?? {})) expect(typeof v).toBe('string');
-            s.destroy();
-            return 'ok';
-          },
-          (e: Error) => {
-            expect(e).toBeInstanceOf(StreamError);
-            s.destroy();
-            return 'refused';
-          },
-        ),
+      const result = readOpenRequest(s, 2_000).then(
+        (req) => {
+          expect(isValidServiceName(req.service)).toBe(true);
+          for (const v of Object.values(req.meta ?? {})) expect(typeof v).toBe('string');
+          s.destroy();
+          return 'ok';
+        },
+        (e: Error) => {
+          expect(e).toBeInstanceOf(StreamError);
+          s.destroy();
+          return 'refused';
+        },
       );
+      byId.set(s.id, result);
     });
     await fc.assert(
       fc.asyncProperty(
@@ -360,9 +360,8 @@ describe('stream open header', () => {
           const s = client.openStream();
           s.on('error', () => undefined);
           for (const c of split(Buffer.concat([head, body]), cuts)) s.write(c);
-          const n = results.length;
-          while (results.length === n) await tick();
-          await results[n];
+          while (!byId.has(s.id)) await tick();
+          await byId.get(s.id);
           s.destroy();
         },
       ),
@@ -373,9 +372,8 @@ describe('stream open header', () => {
     const s = client.openStream();
     s.on('error', () => undefined);
     s.write(encodeOpenRequest({ service: 'ui' }));
-    const n = results.length;
-    while (results.length === n) await tick();
-    expect(await results[n]).toBe('ok');
+    while (!byId.has(s.id)) await tick();
+    expect(await byId.get(s.id)).toBe('ok');
     // And a reply reader refuses a request header (wrong kind) instead of hanging.
     const { client: c2, server: s2 } = memoryPair({ config: { keepAliveInterval: 0 } });
     s2.on('stream', (st) => {
