@@ -48,30 +48,27 @@ export interface Refusal {
 }
 
 /** Bytes of the header section as sent (approximately: name: value CRLF per field). */
-function headerBytes(req: IncomingMessage): number {
-  let n = 0;
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) n += raw[i]!.length + raw[i + 1]!.length + 4;
-  return n;
-}
-
 /** Refuses what must never be routed: oversized targets and headers, ambiguous framing. */
 export function checkRequest(req: IncomingMessage, l: HttpLimits): Refusal | undefined {
   if ((req.url ?? '').length > l.maxUrlBytes) {
     return { status: 414, title: 'Address too long', detail: `The address is longer than ${l.maxUrlBytes} bytes.` };
   }
-  if (headerBytes(req) > l.maxHeaderBytes) {
-    return { status: 431, title: 'Headers too large', detail: `The request headers are larger than ${l.maxHeaderBytes} bytes.` };
-  }
+  // One pass over the raw headers: their size (name, value, ': ' and CRLF) and the framing ones.
+  let bytes = 0;
   let hosts = 0;
   let lengths = 0;
   let encodings = 0;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (name === 'host') hosts++;
-    else if (name === 'content-length') lengths++;
-    else if (name === 'transfer-encoding') encodings++;
+    const name = raw[i]!;
+    bytes += name.length + raw[i + 1]!.length + 4;
+    const lower = name.toLowerCase();
+    if (lower === 'host') hosts++;
+    else if (lower === 'content-length') lengths++;
+    else if (lower === 'transfer-encoding') encodings++;
+  }
+  if (bytes > l.maxHeaderBytes) {
+    return { status: 431, title: 'Headers too large', detail: `The request headers are larger than ${l.maxHeaderBytes} bytes.` };
   }
   const bad = (detail: string): Refusal => ({ status: 400, title: 'Bad request', detail });
   if (hosts > 1) return bad('More than one Host header.');

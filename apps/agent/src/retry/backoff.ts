@@ -77,12 +77,8 @@ export class Backoff {
 
   /** Upper bound of the delay for an attempt number (now: the outage ceiling may apply). */
   ceiling(attempt = this._attempt): number {
-    let cap = this.capMs;
-    if (this.outageSince !== undefined) {
-      if (this.clock.now() - this.outageSince < this.outagePeriodMs) cap = this.outageCapMs;
-      else this.outageSince = undefined;
-    }
-    return Math.min(cap, this.baseMs * 2 ** Math.min(attempt, MAX_EXPONENT));
+    const inOutage = this.outageSince !== undefined && this.clock.now() - this.outageSince < this.outagePeriodMs;
+    return Math.min(inOutage ? this.outageCapMs : this.capMs, this.baseMs * 2 ** Math.min(attempt, MAX_EXPONENT));
   }
 
   /** The delay before the next attempt; counts the attempt. */

@@ -97,6 +97,12 @@ function requestLog(log: Logger, slug: string): RequestLog {
 /** Seconds a phone is asked to wait when a device is at its cap of concurrent exchanges. */
 const BUSY_RETRY_AFTER = '5';
 
+/** The page for an exchange refused at the device's cap (`tryAcquire` gave nothing), logged. */
+function busyPage(tunnel: DeviceTunnel, rlog: RequestLog): ReturnType<typeof errorPage> {
+  rlog.warn({ active: tunnel.activeExchanges }, 'device at its cap of concurrent exchanges');
+  return errorPage('busy', tunnel.info.name, '');
+}
+
 /**
  * The proxy as a list of small passes (node-http-proxy's idea): check the path, find the tunnel
  * (or say the printer is offline), decide access, route by prefix, forward headers, stream both
@@ -200,8 +206,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
           // The device's cap on exchanges in flight: beyond it a clear 503, not an unbounded queue.
           const release = r.tunnel.tryAcquire();
           if (release === undefined) {
-            rlog.warn({ active: r.tunnel.activeExchanges }, 'device at its cap of concurrent exchanges');
-            const p = errorPage('busy', r.tunnel.info.name, '');
+            const p = busyPage(r.tunnel, rlog);
             sendPage(res, p.status, p.title, p.body, { 'retry-after': BUSY_RETRY_AFTER });
             req.resume();
             return;
@@ -359,8 +364,7 @@ export function createProxy(opts: ProxyOptions): Proxy {
         if (filter !== undefined) delete headers['sec-websocket-extensions'];
         const release = r.tunnel.tryAcquire();
         if (release === undefined) {
-          rlog.warn({ active: r.tunnel.activeExchanges }, 'device at its cap of concurrent exchanges');
-          const p = errorPage('busy', r.tunnel.info.name, '');
+          const p = busyPage(r.tunnel, rlog);
           refuseUpgrade(socket, p.status, p.title, p.body, `retry-after: ${BUSY_RETRY_AFTER}\r\n`);
           return;
         }
