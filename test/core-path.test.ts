@@ -348,7 +348,7 @@ describe('aborts and failures', () => {
 
   it('an agent with a bad credential is refused and stops retrying', async () => {
     const bad = await startAgent({
-      config: agentConfig({ relay: relayPort, credential: `${device.credential.slice(0, -4)}AAAA`, ui: origin.url }),
+      config: agentConfig({ relay: relayPort, credential: `${device.credential.slice(0, -4)}${device.credential.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`, ui: origin.url }),
       waitFor: false,
     });
     const exit = await bad.waitExit(15_000);

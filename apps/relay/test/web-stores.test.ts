@@ -80,7 +80,9 @@ describe('ShareLinkStore', () => {
     const { link, token } = await shares.create({ deviceId, expiresIn: '1h' });
     expect((await shares.findValidByToken(token, deviceId))?.id).toBe(link.id);
     expect(await shares.findValidByToken(token, 'other')).toBeNull();
-    expect(await shares.findValidByToken(`${token.slice(0, -1)}A`, deviceId)).toBeNull();
+    // One character changed, never to itself (a fixed 'A' left 1 token in 64 unchanged).
+    const tampered = `${token[0] === 'A' ? 'B' : 'A'}${token.slice(1)}`;
+    expect(await shares.findValidByToken(tampered, deviceId)).toBeNull();
     expect(await shares.findValidByToken(undefined, deviceId)).toBeNull();
     expect(await shares.findValidByToken('short', deviceId)).toBeNull();
     expect(await shares.findValidByToken(token, deviceId, new Date(t + 3600_000 - 1))).not.toBeNull();
