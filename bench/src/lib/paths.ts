@@ -12,6 +12,7 @@ import type { CpuMeter } from './cpu.js';
 import { waitReady } from './load.js';
 import type { Target } from './load.js';
 import { signIn } from './signin.js';
+import { installedAgentEnv } from './agent-unit.js';
 import { addDevice, agentConfig, relayCommand, spawnManaged, startAgent, startRelay, tempDir } from '@porthole/e2e/procs';
 import type { AgentProcess, ManagedProcess, RelayProcess } from '@porthole/e2e/procs';
 
@@ -287,8 +288,10 @@ export interface PortholePathOptions {
   tls?: boolean;
   /** Extra environment for the relay. */
   relayEnv?: Record<string, string>;
-  /** Extra environment for the agent. */
+  /** Extra environment for the agent, over the installed unit's (lib/agent-unit.ts). */
   agentEnv?: Record<string, string>;
+  /** Start the agent with the systemd unit's Environment= lines, as installed on a Pi. Default true. */
+  agentUnitEnv?: boolean;
   /** The address the relay binds and the agent and clients reach it on; default 127.0.0.1. */
   relayAddress?: string;
   /** The port the agent dials instead of the relay's (a link emulator in front of it), given the relay's. */
@@ -375,13 +378,14 @@ export async function portholePath(originPort: number, opts: PortholePathOptions
 /** startAgent, optionally run through a wrapper command (a network namespace) or another Node. */
 async function startAgentWrapped(config: Record<string, unknown>, opts: PortholePathOptions): Promise<AgentProcess> {
   const node = opts.agentNode ?? process.execPath;
+  const env = { ...(opts.agentUnitEnv === false ? {} : installedAgentEnv()), ...opts.agentEnv };
   if (opts.agentWrap === undefined || opts.agentWrap.length === 0) {
-    return startAgent({ config: config as never, env: opts.agentEnv, node, cli: opts.agentCli });
+    return startAgent({ config: config as never, env, node, cli: opts.agentCli });
   }
   // startAgent runs `node cli run --config F`: make "node" the wrapper (a tiny shell script).
   const dir = await tempDir('porthole-bench-wrap-', true);
   const wrapper = join(dir, 'node');
   const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
   await writeFile(wrapper, `#!/bin/sh\nexec ${[...opts.agentWrap, node].map(quote).join(' ')} "$@"\n`, { mode: 0o755 });
-  return startAgent({ config: config as never, env: opts.agentEnv, node: wrapper, cli: opts.agentCli });
+  return startAgent({ config: config as never, env, node: wrapper, cli: opts.agentCli });
 }
