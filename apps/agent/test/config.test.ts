@@ -162,6 +162,260 @@ describe('parseConfig', () => {
   });
 });
 
+describe('parseConfig messages, in full', () => {
+  // The exact lists, in order: fields in schema order (relay, credential, services, routes, caFile,
+  // relayAddress, keepAlive, reconnect, logLevel), an object's unknown keys after its fields.
+  const base = good as () => Record<string, unknown>;
+  const TYPES = {
+    relay: 'must be a string like wss://relay.example',
+    credential: 'must be a string',
+    services: 'must be an object of name → { url }',
+    routes: 'must be a list of { path, service }',
+    object: 'must be an object',
+    ms: 'must be a number of milliseconds',
+    bool: 'must be true or false',
+    logLevel: 'must be one of fatal, error, warn, info, debug, trace, silent',
+  };
+
+  it('names the whole config when it is missing or not an object', () => {
+    expect(errorsOf(undefined)).toEqual(['(config): required']);
+    for (const v of [null, 'x', 5, true, [], [good()]]) expect(errorsOf(v)).toEqual(['(config): must be an object']);
+  });
+
+  it('reports every missing field of an empty object, and only the required ones', () => {
+    expect(errorsOf({})).toEqual(['relay: required', 'credential: required', 'services: required', 'routes: required']);
+  });
+
+  it('reports a wrong type at every level, with what it must be', () => {
+    expect(
+      errorsOf({ relay: 5, credential: null, services: [], routes: {}, caFile: 7, relayAddress: false, keepAlive: [], reconnect: 'fast', logLevel: 3 }),
+    ).toEqual([
+      `relay: ${TYPES.relay}`,
+      `credential: ${TYPES.credential}`,
+      `services: ${TYPES.services}`,
+      `routes: ${TYPES.routes}`,
+      'caFile: must be a file path',
+      'relayAddress: must be an IP address',
+      `keepAlive: ${TYPES.object}`,
+      `reconnect: ${TYPES.object}`,
+      `logLevel: ${TYPES.logLevel}`,
+    ]);
+    // One message for a value of the wrong type, even when it has a length (zod also ran the
+    // string's or list's length checks on it: "credential: must be a string", "credential: required").
+    expect(errorsOf({ ...good(), credential: [], routes: '', caFile: [] })).toEqual([
+      `credential: ${TYPES.credential}`,
+      `routes: ${TYPES.routes}`,
+      'caFile: must be a file path',
+    ]);
+    // null is a value of the wrong type, not a missing one: no default for it.
+    expect(errorsOf({ ...good(), keepAlive: null, reconnect: null, logLevel: null })).toEqual([
+      `keepAlive: ${TYPES.object}`,
+      `reconnect: ${TYPES.object}`,
+      `logLevel: ${TYPES.logLevel}`,
+    ]);
+    expect(errorsOf({ ...good(), services: { ui: 'http://127.0.0.1:5000', webcam: [] }, routes: [5, null, ['/']] })).toEqual([
+      `services.ui: ${TYPES.object}`,
+      `services.webcam: ${TYPES.object}`,
+      `routes.0: ${TYPES.object}`,
+      `routes.1: ${TYPES.object}`,
+      `routes.2: ${TYPES.object}`,
+    ]);
+    expect(
+      errorsOf({
+        ...good(),
+        services: { ui: { url: 5, hostHeader: 5, passAuthorization: 'yes', profile: 'octopi' } },
+        routes: [{ path: 5, service: 5, stripPrefix: null }, {}],
+        keepAlive: { intervalMs: '15000', timeoutMs: null },
+        reconnect: { baseMs: true, capMs: {} },
+      }),
+    ).toEqual([
+      'services.ui.url: must be a string like http://127.0.0.1:5000',
+      'services.ui.hostHeader: must be a host name',
+      `services.ui.passAuthorization: ${TYPES.bool}`,
+      'services.ui.profile: must be one of generic, octoprint, moonraker, prusalink, camera',
+      'routes.0.path: must be a path like /webcam/',
+      'routes.0.service: must be a service name',
+      `routes.0.stripPrefix: ${TYPES.bool}`,
+      'routes.1.path: required',
+      'routes.1.service: required',
+      `keepAlive.intervalMs: ${TYPES.ms}`,
+      `keepAlive.timeoutMs: ${TYPES.ms}`,
+      `reconnect.baseMs: ${TYPES.ms}`,
+      `reconnect.capMs: ${TYPES.ms}`,
+    ]);
+  });
+
+  it('checks numbers: finite, integer, in range', () => {
+    const at = (intervalMs: unknown) => errorsOf({ ...good(), keepAlive: { intervalMs } });
+    expect(at(NaN)).toEqual([`keepAlive.intervalMs: ${TYPES.ms}`]);
+    expect(at(Infinity)).toEqual([`keepAlive.intervalMs: ${TYPES.ms}`]);
+    expect(at(-Infinity)).toEqual([`keepAlive.intervalMs: ${TYPES.ms}`]);
+    // A fraction is reported alone, even when it is out of range too.
+    expect(at(1500.5)).toEqual(['keepAlive.intervalMs: must be an integer']);
+    expect(at(-0.5)).toEqual(['keepAlive.intervalMs: must be an integer']);
+    // An integer too large to be exact is not an integer, and out of range.
+    expect(at(1e20)).toEqual(['keepAlive.intervalMs: must be an integer', 'keepAlive.intervalMs: must be at most 600000']);
+    expect(at(-(2 ** 53))).toEqual(['keepAlive.intervalMs: must be an integer', 'keepAlive.intervalMs: must be at least 1000']);
+    expect(at(999)).toEqual(['keepAlive.intervalMs: must be at least 1000']);
+    expect(at(600_001)).toEqual(['keepAlive.intervalMs: must be at most 600000']);
+    expect(errorsOf({ ...good(), keepAlive: { timeoutMs: 3_600_001 }, reconnect: { baseMs: 99, capMs: 3_600_001 } })).toEqual([
+      'keepAlive.timeoutMs: must be at most 3600000',
+      'reconnect.baseMs: must be at least 100',
+      'reconnect.capMs: must be at most 3600000',
+    ]);
+    const edges = parseConfig({ ...good(), keepAlive: { intervalMs: 1_000, timeoutMs: 3_600_000 }, reconnect: { baseMs: 60_000, capMs: 3_600_000 } });
+    expect(edges.keepAlive).toEqual({ intervalMs: 1_000, timeoutMs: 3_600_000 });
+    expect(edges.reconnect).toEqual({ baseMs: 60_000, capMs: 3_600_000 });
+  });
+
+  it('fills a default for each absent setting, also inside a partial object', () => {
+    const c = parseConfig({ ...good(), keepAlive: { timeoutMs: 50_000 }, reconnect: {}, logLevel: undefined });
+    expect(c.keepAlive).toEqual({ intervalMs: 15_000, timeoutMs: 50_000 });
+    expect(c.reconnect).toEqual({ baseMs: 500, capMs: 60_000 });
+    expect(c.logLevel).toBe('info');
+    expect(parseConfig({ ...good(), logLevel: 'silent' }).logLevel).toBe('silent');
+    expect(c).not.toHaveProperty('caFile');
+    expect(c).not.toHaveProperty('relayAddress');
+  });
+
+  it('reports every failing check of a string, not just the first', () => {
+    const path = (p: string) => errorsOf({ ...good(), routes: [{ path: p, service: 'ui' }] });
+    expect(path('/../x')).toEqual([
+      "routes.0.path: must start and end with '/' (e.g. / or /webcam/)",
+      "routes.0.path: must not contain '.' or '..' segments",
+    ]);
+    expect(path(`/${'a'.repeat(300)}`)).toEqual([
+      'routes.0.path: must be at most 256 characters',
+      "routes.0.path: must start and end with '/' (e.g. / or /webcam/)",
+    ]);
+    expect(path(`/${'a/'.repeat(150)}../`)).toEqual([
+      'routes.0.path: must be at most 256 characters',
+      "routes.0.path: must not contain '.' or '..' segments",
+    ]);
+    expect(path('/./')).toEqual(["routes.0.path: must not contain '.' or '..' segments"]);
+    expect(errorsOf({ ...good(), credential: ' '.repeat(1025) })).toEqual([
+      'credential: must be at most 1024 characters',
+      'credential: must be printable ASCII without spaces',
+    ]);
+    expect(parseConfig({ ...good(), credential: 'x'.repeat(1024) }).credential).toHaveLength(1024);
+    expect(errorsOf({ ...good(), relayAddress: 'relay.example' })).toEqual([
+      "relayAddress: must be an IP address such as 203.0.113.7 or 2001:db8::7 (the certificate is still checked for the relay URL's name)",
+    ]);
+    const longHostHeader = { ui: { url: 'http://127.0.0.1', hostHeader: 'a'.repeat(254) } };
+    expect(errorsOf({ ...good(), services: longHostHeader, routes: [{ path: '/', service: 'ui' }] })).toEqual([
+      'services.ui.hostHeader: must be a host name, optionally with :port',
+    ]);
+  });
+
+  it('reports unknown keys at every level, after the fields of their object', () => {
+    const c = base();
+    c.zz = 1;
+    c.services = { ui: { url: 'http://127.0.0.1:5000', uri: 'x', hostHeader: 'a b' } };
+    c.routes = [{ path: '/', service: 'ui', strip: true }];
+    c.keepAlive = { foo: 1, intervalMs: 'x' };
+    c.reconnect = { capMS: 1 };
+    c.aa = 2;
+    expect(errorsOf(c)).toEqual([
+      'services.ui.hostHeader: must be a host name, optionally with :port',
+      'services.ui.uri: unknown field',
+      'routes.0.strip: unknown field',
+      `keepAlive.intervalMs: ${TYPES.ms}`,
+      'keepAlive.foo: unknown field',
+      'reconnect.capMS: unknown field',
+      'zz: unknown field',
+      'aa: unknown field',
+    ]);
+  });
+
+  it('bounds the number of services and routes', () => {
+    const services = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`s${i}`, { url: `http://127.0.0.1:${5000 + i}` }]));
+    expect(Object.keys(parseConfig({ ...good(), services: services(32), routes: [{ path: '/', service: 's0' }] }).services)).toHaveLength(32);
+    expect(errorsOf({ ...good(), services: services(33), routes: [{ path: '/', service: 's0' }] })).toEqual(['services: must list at most 32 services']);
+    const routes = (n: number) => Array.from({ length: n }, (_, i) => ({ path: `/r${i}/`, service: 'ui' }));
+    expect(parseConfig({ ...good(), routes: routes(64) }).routes).toHaveLength(64);
+    expect(errorsOf({ ...good(), routes: routes(65) })).toEqual(['routes: must list at most 64 routes']);
+    // A list that is too long is not looked into: one message, whatever (and however much) it holds.
+    expect(errorsOf({ ...good(), routes: new Array(1_000_000).fill('junk') })).toEqual(['routes: must list at most 64 routes']);
+    expect(errorsOf({ ...good(), routes: new Array(64).fill(0) })).toHaveLength(64);
+  });
+
+  it('names the variable for a bad override, and only for the field it overrode', () => {
+    expect(errorsOf({ ...good(), relay: 5, credential: 5 }, { PORTHOLE_RELAY: 'ws://r.example', PORTHOLE_CREDENTIAL: 'a b' })).toEqual([
+      'credential (from PORTHOLE_CREDENTIAL): must be printable ASCII without spaces',
+    ]);
+    expect(errorsOf({ ...good(), relay: 'ftp://x' }, { PORTHOLE_RELAY: '', PORTHOLE_CREDENTIAL: 'x'.repeat(1025) })).toEqual([
+      'relay: must be wss://host (or ws://, https://, http://)',
+      'credential (from PORTHOLE_CREDENTIAL): must be at most 1024 characters',
+    ]);
+  });
+
+  it('is not fooled by __proto__, constructor or other names from Object.prototype', () => {
+    const hostile = JSON.parse(
+      '{"__proto__": {"polluted": true}, "relay": "wss://relay.example", "credential": "pdc_x",' +
+        ' "services": {"__proto__": {"url": "http://127.0.0.1:1"}, "ui": {"url": "http://127.0.0.1:2", "__proto__": {"x": 1}}},' +
+        ' "routes": [{"path": "/", "service": "ui", "__proto__": {"stripPrefix": true}}]}',
+    ) as unknown;
+    expect(errorsOf(hostile)).toEqual([
+      'services.ui.__proto__: unknown field',
+      'routes.0.__proto__: unknown field',
+      '__proto__: unknown field',
+    ]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // A service named __proto__ is a name like any other, and not a valid one.
+    const named = JSON.parse(
+      '{"relay": "wss://relay.example", "credential": "pdc_x",' +
+        ' "services": {"__proto__": {"url": "http://127.0.0.1:1"}, "ui": {"url": "http://127.0.0.1:2"}},' +
+        ' "routes": [{"path": "/", "service": "ui"}]}',
+    ) as unknown;
+    expect(errorsOf(named)).toEqual([
+      "services.__proto__: invalid service name (a-z, 0-9, '-' and '_', starting with a letter or digit, at most 63)",
+    ]);
+    // Fields are never read through the prototype, and a route cannot name an inherited property.
+    expect(errorsOf({ ...good(), routes: [{ path: '/', service: 'toString' }, { path: '/x/', service: 'constructor' }] })).toEqual([
+      'routes.0.service: no service named "toString" in services',
+      'routes.1.service: no service named "constructor" in services',
+    ]);
+    const c = parseConfig({ ...good(), services: { constructor: { url: 'http://127.0.0.1:3' } }, routes: [{ path: '/', service: 'constructor' }] });
+    expect(c.services.constructor).toMatchObject({ name: 'constructor', port: 3 });
+    expect(Object.getPrototypeOf(c.services)).toBe(Object.prototype);
+  });
+
+  it('throws nothing but ConfigError, whatever JSON it is given', () => {
+    const junk: unknown[] = [null, true, 0, -1, 1.5, '', 'x', '__proto__', [], [null], [[[]]], {}, { length: 0 }, { a: { b: { c: {} } } }];
+    // Every slot of the config: each field of each object, and each map or list entry.
+    type Loose = { [k: string]: unknown; services: { [k: string]: unknown; ui: Record<string, unknown> }; routes: [Record<string, unknown>] };
+    const slots: Array<(c: Loose, v: unknown) => void> = [
+      ...['relay', 'credential', 'services', 'routes', 'caFile', 'relayAddress', 'keepAlive', 'reconnect', 'logLevel', 'extra'].map(
+        (k) => (c: Loose, v: unknown) => (c[k] = v),
+      ),
+      ...['url', 'hostHeader', 'passAuthorization', 'profile', 'extra'].map((k) => (c: Loose, v: unknown) => (c.services.ui[k] = v)),
+      ...['path', 'service', 'stripPrefix', 'extra'].map((k) => (c: Loose, v: unknown) => (c.routes[0][k] = v)),
+      (c, v) => ((c.services as Record<string, unknown>).ui = v),
+      (c, v) => ((c.routes as unknown[])[0] = v),
+      (c, v) => (c.keepAlive = { intervalMs: v, timeoutMs: v }),
+      (c, v) => (c.reconnect = { baseMs: v, capMs: v }),
+    ];
+    let accepted = 0;
+    let refused = 0;
+    for (const v of junk) {
+      for (const put of slots) {
+        const c = good() as unknown as Loose;
+        put(c, v);
+        try {
+          parseConfig(JSON.parse(JSON.stringify(c)));
+          accepted++; // e.g. passAuthorization: true
+        } catch (e) {
+          expect(e).toBeInstanceOf(ConfigError);
+          expect((e as ConfigError).errors.length).toBeGreaterThan(0);
+          refused++;
+        }
+      }
+    }
+    expect(accepted + refused).toBe(junk.length * slots.length);
+    expect(refused).toBeGreaterThan(accepted);
+  });
+});
+
 describe('isLanHost', () => {
   it.each([
     ['127.0.0.1', true],

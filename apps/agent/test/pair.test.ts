@@ -1,6 +1,8 @@
 // `porthole-agent pair` end to end against the relay's real pairing side (PairingService, its
 // Fastify routes, a SQLite file) running in this process on 127.0.0.1.
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +11,7 @@ import { createPairCommand, EXIT_FAILED, type PairDeps } from '../src/commands/p
 import { loadConfig } from '../src/config/index.js';
 import { propose, type Detection } from '../src/detect/index.js';
 import { main, type CommandContext } from '../src/main.js';
-import { relayUrls } from '../src/pairing/client.js';
+import { PairingError, pollPairing, relayUrls, startPairing, type PairingEndpoint } from '../src/pairing/client.js';
 import { AGENT_VERSION } from '../src/version.js';
 import { closedPort, until } from './helpers.js';
 
@@ -424,5 +426,78 @@ describe('porthole-agent pair', () => {
     const port = await closedPort();
     await pair(['--relay', `http://printer-relay.localdomain.invalid:${port}`, '--config', freshConfigPath()], c.ctx);
     expect(c.err()).toContain('is not HTTPS: the credential will cross the network in clear');
+  });
+});
+
+describe('the pairing client reads only answers of the expected shape', () => {
+  /** A relay that answers every request with this status and JSON body. */
+  async function cannedRelay(status: number, body: unknown): Promise<PairingEndpoint> {
+    const server = createServer((_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  }
+
+  const started = {
+    pairingId: '0123abcd-0123-4567-89ab-0123456789ab',
+    code: 'ABCD-1234',
+    pollToken: 'a'.repeat(43),
+    expiresAt: '2030-01-01T00:00:00.000Z',
+    approveUrl: 'https://relay.example/app/pair?code=ABCD-1234',
+  };
+  const approved = { status: 'approved', credential: 'pdc_x', slug: 'mk3s', name: 'Garage', deviceId: 'd1' };
+  const input = { name: 'octopi', agent: AGENT_VERSION };
+  const poll = { pairingId: started.pairingId, pollToken: started.pollToken };
+
+  it('takes a start answer with every field right, and keeps only the known fields', async () => {
+    const r = await startPairing(await cannedRelay(201, { ...started, extra: 'x' }), input);
+    expect(Object.keys(r).sort()).toEqual(['approveUrl', 'code', 'expiresAt', 'pairingId', 'pollToken', 'ttlMs']);
+    expect(r.expiresAt.toISOString()).toBe(started.expiresAt);
+  });
+
+  it.each([
+    ['not an object', ['x']],
+    ['a missing field', { ...started, code: undefined }],
+    ['a pairing id of the wrong shape', { ...started, pairingId: 'x' }],
+    ['a code with a letter not in the alphabet', { ...started, code: 'ABCI-1234' }],
+    ['a short poll token', { ...started, pollToken: 'a'.repeat(42) }],
+    ['a number for a string', { ...started, pollToken: 43 }],
+    ['an expiry that is not a date', { ...started, expiresAt: 'soon' }],
+    ['an approve URL that is not http(s)', { ...started, approveUrl: 'javascript:alert(1)' }],
+    ['an approve URL with a control character', { ...started, approveUrl: 'https://relay.example/\n' }],
+    ['an approve URL over 2048 characters', { ...started, approveUrl: `https://relay.example/${'a'.repeat(2048)}` }],
+  ])('refuses a start answer with %s', async (_what, body) => {
+    const err = await startPairing(await cannedRelay(201, body), input).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PairingError);
+    expect(err).toMatchObject({ message: 'the relay sent an unexpected answer to the pairing request', transient: false, status: 201 });
+  });
+
+  it('takes each poll answer, with only its known fields', async () => {
+    expect(await pollPairing(await cannedRelay(200, { status: 'pending', extra: 1 }), poll)).toEqual({ status: 'pending' });
+    expect(await pollPairing(await cannedRelay(200, { ...approved, extra: 1 }), poll)).toEqual(approved);
+    expect(await pollPairing(await cannedRelay(410, { status: 'expired' }), poll)).toEqual({ status: 'expired' });
+    expect(await pollPairing(await cannedRelay(403, { status: 'denied' }), poll)).toEqual({ status: 'denied' });
+    // 403 and 410 say what happened by themselves, whatever the body.
+    expect(await pollPairing(await cannedRelay(403, { status: 'approved' }), poll)).toEqual({ status: 'denied' });
+    expect(await pollPairing(await cannedRelay(410, 'gone'), poll)).toEqual({ status: 'expired' });
+  });
+
+  it.each([
+    ['an unknown status', { status: 'maybe' }],
+    ['no status', {}],
+    ['a status that does not fit a 200', { status: 'denied' }],
+    ['an approval without a credential', { ...approved, credential: undefined }],
+    ['a credential with a space', { ...approved, credential: 'pdc x' }],
+    ['an upper-case slug', { ...approved, slug: 'MK3S' }],
+    ['an empty name', { ...approved, name: '' }],
+    ['a name over 200 characters', { ...approved, name: 'n'.repeat(201) }],
+    ['a device id over 100 characters', { ...approved, deviceId: 'd'.repeat(101) }],
+    ['a list', [approved]],
+  ])('refuses a poll answer with %s', async (_what, body) => {
+    const err = await pollPairing(await cannedRelay(200, body), poll).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PairingError);
+    expect(err).toMatchObject({ message: 'the relay sent an unexpected answer to a poll', transient: false, status: 200 });
   });
 });

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import type { z } from 'zod';
-import { checkHello, configSchema, crossCheck, toAgentConfig, type AgentConfig } from './schema.js';
+import { checkConfig, checkHello, crossCheck, toAgentConfig, type AgentConfig } from './schema.js';
+import type { Issue } from './validate.js';
 
 /** The config is unusable; `errors` name each bad field (`services.webcam.url: must be http://host:port`). */
 export class ConfigError extends Error {
@@ -16,18 +16,16 @@ export class ConfigError extends Error {
 /** Environment variables that override fields of the file. */
 export const ENV_OVERRIDES = Object.freeze({ relay: 'PORTHOLE_RELAY', credential: 'PORTHOLE_CREDENTIAL' } as const);
 
-function formatIssue(iss: z.core.$ZodIssue, fromEnv: ReadonlySet<string>): string[] {
-  const path = iss.path.map(String).join('.');
-  if (iss.code === 'unrecognized_keys') {
-    return iss.keys.map((k) => `${path === '' ? '' : `${path}.`}${k}: unknown field`);
-  }
+/** `path: message`; `(config)` for the whole; the variable's name for a field it overrode. */
+function formatIssue(iss: Issue, fromEnv: ReadonlySet<string>): string {
+  const path = iss.path.join('.');
   const top = String(iss.path[0] ?? '');
   const where = fromEnv.has(top)
     ? `${path} (from ${ENV_OVERRIDES[top as keyof typeof ENV_OVERRIDES]})`
     : path === ''
       ? '(config)'
       : path;
-  return [`${where}: ${iss.message}`];
+  return `${where}: ${iss.message}`;
 }
 
 export function deepFreeze<T>(value: T): T {
@@ -56,13 +54,14 @@ export function parseConfig(raw: unknown, env: Readonly<Record<string, string | 
     }
     input = withEnv;
   }
-  const parsed = configSchema.safeParse(input);
-  if (!parsed.success) {
-    throw new ConfigError('invalid config', parsed.error.issues.flatMap((i) => formatIssue(i, fromEnv)));
+  const issues: Issue[] = [];
+  const parsed = checkConfig(issues, input);
+  if (parsed === undefined) {
+    throw new ConfigError('invalid config', issues.map((i) => formatIssue(i, fromEnv)));
   }
-  const errors = crossCheck(parsed.data);
+  const errors = crossCheck(parsed);
   if (errors.length > 0) throw new ConfigError('invalid config', errors);
-  const config = toAgentConfig(parsed.data);
+  const config = toAgentConfig(parsed);
   const helloProblem = checkHello(config);
   if (helloProblem !== undefined) throw new ConfigError('invalid config', [`(hello): ${helloProblem}`]);
   return deepFreeze(config);

@@ -1,7 +1,7 @@
 import { decodeHello, encodeHello, HELLO_VERSION, isValidServiceName, SERVICE_PROFILES, type Hello, type ServiceProfile } from '@porthole/protocol';
 import { isIP } from 'node:net';
-import { z } from 'zod';
 import { isLanHost } from './lan.js';
+import { boolean, integer, list, oneOf, optional, own, record, report, strictObject, string, withDefault, type Issue, type Path } from './validate.js';
 
 /** One local service the relay may reach by name: always this host:port, never one the relay names. */
 export interface ServiceConfig {
@@ -66,10 +66,6 @@ const PATH_RE = /^\/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+\/)*$/;
 const HOST_HEADER_RE = /^[A-Za-z0-9.-]{1,253}(?::\d{1,5})?$/;
 const CREDENTIAL_RE = /^[\x21-\x7e]*$/; // emptiness is reported by min(1)
 
-const typed = (what: string) => ({
-  error: (iss: { input?: unknown }) => (iss.input === undefined ? 'required' : `must be ${what}`),
-});
-
 const SERVICE_URL_HINT = 'must be http://host:port';
 
 /** Parses a service URL; returns the reason as a string when it is not acceptable. */
@@ -108,98 +104,132 @@ export function parseRelayUrl(raw: string): string | { error: string } {
   return `${scheme}//${u.host}${path}`;
 }
 
-const serviceSchema = z.strictObject(
-  {
-    url: z.string(typed('a string like http://127.0.0.1:5000')).transform((s, ctx) => {
-      const r = parseServiceUrl(s);
-      if (typeof r === 'string') {
-        ctx.addIssue({ code: 'custom', message: r });
-        return z.NEVER;
-      }
-      return { url: s, ...r };
-    }),
-    hostHeader: z
-      .string(typed('a host name'))
-      .regex(HOST_HEADER_RE, 'must be a host name, optionally with :port')
-      .optional(),
-    passAuthorization: z.boolean(typed('true or false')).optional(),
-    profile: z.enum(SERVICE_PROFILES, typed(`one of ${SERVICE_PROFILES.join(', ')}`)).optional(),
-  },
-  typed('an object'),
-);
+/** The config as checked field by field, before the checks that need more than one field. */
+export interface ParsedConfig {
+  readonly relay: string;
+  readonly credential: string;
+  readonly services: Readonly<Record<string, ParsedService>>;
+  readonly routes: readonly RouteConfig[];
+  readonly caFile?: string | undefined;
+  readonly relayAddress?: string | undefined;
+  readonly keepAlive: { readonly intervalMs: number; readonly timeoutMs: number };
+  readonly reconnect: { readonly baseMs: number; readonly capMs: number };
+  readonly logLevel: LogLevel;
+}
 
-const routeSchema = z.strictObject(
-  {
-    path: z
-      .string(typed('a path like /webcam/'))
-      .max(256, 'must be at most 256 characters')
-      .regex(PATH_RE, "must start and end with '/' (e.g. / or /webcam/)")
-      .refine((p) => !p.split('/').some((seg) => seg === '.' || seg === '..'), "must not contain '.' or '..' segments"),
-    service: z.string(typed('a service name')),
-    stripPrefix: z.boolean(typed('true or false')).default(false),
-  },
-  typed('an object'),
-);
+export interface ParsedService {
+  readonly url: { readonly url: string; readonly host: string; readonly port: number };
+  readonly hostHeader?: string | undefined;
+  readonly passAuthorization?: boolean | undefined;
+  readonly profile?: ServiceProfile | undefined;
+}
 
-const intMs = (min: number, max: number) =>
-  z
-    .number(typed('a number of milliseconds'))
-    .int('must be an integer')
-    .min(min, `must be at least ${min}`)
-    .max(max, `must be at most ${max}`);
+const SERVICE_FIELDS = ['url', 'hostHeader', 'passAuthorization', 'profile'] as const;
+const ROUTE_FIELDS = ['path', 'service', 'stripPrefix'] as const;
+const CONFIG_FIELDS = ['relay', 'credential', 'services', 'routes', 'caFile', 'relayAddress', 'keepAlive', 'reconnect', 'logLevel'] as const;
 
-export const configSchema = z.strictObject(
-  {
-    relay: z.string(typed('a string like wss://relay.example')).transform((s, ctx) => {
-      const r = parseRelayUrl(s);
-      if (typeof r !== 'string') {
-        ctx.addIssue({ code: 'custom', message: r.error });
-        return z.NEVER;
-      }
-      return r;
-    }),
-    credential: z
-      .string(typed('a string'))
-      .min(1, 'required')
-      .max(1024, 'must be at most 1024 characters')
-      .regex(CREDENTIAL_RE, 'must be printable ASCII without spaces'),
-    services: z.record(z.string(), serviceSchema, typed('an object of name → { url }')),
-    routes: z
-      .array(routeSchema, typed('a list of { path, service }'))
-      .min(1, 'must list at least one route')
-      .max(MAX_ROUTES, `must list at most ${MAX_ROUTES} routes`),
-    caFile: z.string(typed('a file path')).min(1, 'must be a file path').optional(),
-    relayAddress: z
-      .string(typed('an IP address'))
-      .refine((s) => isIP(s) !== 0, 'must be an IP address such as 203.0.113.7 or 2001:db8::7 (the certificate is still checked for the relay URL\'s name)')
-      .optional(),
-    keepAlive: z
-      .strictObject(
-        {
-          intervalMs: intMs(1_000, 600_000).default(CONFIG_DEFAULTS.keepAlive.intervalMs),
-          timeoutMs: intMs(2_000, 3_600_000).default(CONFIG_DEFAULTS.keepAlive.timeoutMs),
-        },
-        typed('an object'),
-      )
-      .default({ ...CONFIG_DEFAULTS.keepAlive }),
-    reconnect: z
-      .strictObject(
-        {
-          baseMs: intMs(100, 60_000).default(CONFIG_DEFAULTS.reconnect.baseMs),
-          capMs: intMs(1_000, 3_600_000).default(CONFIG_DEFAULTS.reconnect.capMs),
-        },
-        typed('an object'),
-      )
-      .default({ ...CONFIG_DEFAULTS.reconnect }),
-    logLevel: z.enum(LOG_LEVELS, typed(`one of ${LOG_LEVELS.join(', ')}`)).default(CONFIG_DEFAULTS.logLevel),
-  },
-  typed('an object'),
-);
+function checkService(issues: Issue[], at: Path, value: unknown): ParsedService | undefined {
+  return strictObject(issues, at, value, SERVICE_FIELDS, (o) => {
+    const raw = string(issues, [...at, 'url'], own(o, 'url'), 'a string like http://127.0.0.1:5000');
+    const target = raw === undefined ? undefined : parseServiceUrl(raw);
+    if (typeof target === 'string') report(issues, [...at, 'url'], target);
+    const hostHeader = optional(own(o, 'hostHeader'), (v) =>
+      string(issues, [...at, 'hostHeader'], v, 'a host name', [[(s) => HOST_HEADER_RE.test(s), 'must be a host name, optionally with :port']]),
+    );
+    const passAuthorization = optional(own(o, 'passAuthorization'), (v) => boolean(issues, [...at, 'passAuthorization'], v, 'true or false'));
+    const profile = optional(own(o, 'profile'), (v) =>
+      oneOf(issues, [...at, 'profile'], v, SERVICE_PROFILES, `one of ${SERVICE_PROFILES.join(', ')}`),
+    );
+    if (raw === undefined || target === undefined || typeof target === 'string') return undefined;
+    return { url: { url: raw, ...target }, hostHeader, passAuthorization, profile };
+  });
+}
 
-type Parsed = z.output<typeof configSchema>;
+function checkRoute(issues: Issue[], at: Path, value: unknown): RouteConfig | undefined {
+  return strictObject(issues, at, value, ROUTE_FIELDS, (o) => {
+    const path = string(issues, [...at, 'path'], own(o, 'path'), 'a path like /webcam/', [
+      [(p) => p.length <= 256, 'must be at most 256 characters'],
+      [(p) => PATH_RE.test(p), "must start and end with '/' (e.g. / or /webcam/)"],
+      [(p) => !p.split('/').some((seg) => seg === '.' || seg === '..'), "must not contain '.' or '..' segments"],
+    ]);
+    const service = string(issues, [...at, 'service'], own(o, 'service'), 'a service name');
+    const stripPrefix = withDefault(own(o, 'stripPrefix'), false, (v) => boolean(issues, [...at, 'stripPrefix'], v, 'true or false'));
+    if (path === undefined || service === undefined || stripPrefix === undefined) return undefined;
+    return { path, service, stripPrefix };
+  });
+}
+
+/** A number of milliseconds in [min, max], `fallback` when absent. */
+function checkMs(issues: Issue[], at: Path, o: object, field: string, min: number, max: number, fallback: number): number | undefined {
+  return withDefault(own(o, field), fallback, (v) => integer(issues, [...at, field], v, 'a number of milliseconds', min, max));
+}
+
+/**
+ * Checks every field of a config (environment overrides already applied) and records each problem
+ * in `issues`. Returns the parsed config when there was none.
+ */
+export function checkConfig(issues: Issue[], value: unknown): ParsedConfig | undefined {
+  const before = issues.length;
+  const parsed = strictObject(issues, [], value, CONFIG_FIELDS, (o): ParsedConfig | undefined => {
+    const rawRelay = string(issues, ['relay'], own(o, 'relay'), 'a string like wss://relay.example');
+    const relay = rawRelay === undefined ? undefined : parseRelayUrl(rawRelay);
+    if (typeof relay === 'object') report(issues, ['relay'], relay.error);
+    const credential = string(issues, ['credential'], own(o, 'credential'), 'a string', [
+      [(s) => s.length >= 1, 'required'],
+      [(s) => s.length <= 1024, 'must be at most 1024 characters'],
+      [(s) => CREDENTIAL_RE.test(s), 'must be printable ASCII without spaces'],
+    ]);
+    const services = record(issues, ['services'], own(o, 'services'), 'an object of name → { url }', (at, v) => checkService(issues, at, v));
+    const routes = list(
+      issues,
+      ['routes'],
+      own(o, 'routes'),
+      'a list of { path, service }',
+      { min: 1, max: MAX_ROUTES, tooShort: 'must list at least one route', tooLong: `must list at most ${MAX_ROUTES} routes` },
+      (at, v) => checkRoute(issues, at, v),
+    );
+    const caFile = optional(own(o, 'caFile'), (v) => string(issues, ['caFile'], v, 'a file path', [[(s) => s.length >= 1, 'must be a file path']]));
+    const relayAddress = optional(own(o, 'relayAddress'), (v) =>
+      string(issues, ['relayAddress'], v, 'an IP address', [
+        [(s) => isIP(s) !== 0, "must be an IP address such as 203.0.113.7 or 2001:db8::7 (the certificate is still checked for the relay URL's name)"],
+      ]),
+    );
+    const { keepAlive: k, reconnect: r } = CONFIG_DEFAULTS;
+    const keepAlive = withDefault(own(o, 'keepAlive'), { ...k }, (v) =>
+      strictObject(issues, ['keepAlive'], v, ['intervalMs', 'timeoutMs'], (ka) => {
+        const intervalMs = checkMs(issues, ['keepAlive'], ka, 'intervalMs', 1_000, 600_000, k.intervalMs);
+        const timeoutMs = checkMs(issues, ['keepAlive'], ka, 'timeoutMs', 2_000, 3_600_000, k.timeoutMs);
+        return intervalMs === undefined || timeoutMs === undefined ? undefined : { intervalMs, timeoutMs };
+      }),
+    );
+    const reconnect = withDefault(own(o, 'reconnect'), { ...r }, (v) =>
+      strictObject(issues, ['reconnect'], v, ['baseMs', 'capMs'], (rc) => {
+        const baseMs = checkMs(issues, ['reconnect'], rc, 'baseMs', 100, 60_000, r.baseMs);
+        const capMs = checkMs(issues, ['reconnect'], rc, 'capMs', 1_000, 3_600_000, r.capMs);
+        return baseMs === undefined || capMs === undefined ? undefined : { baseMs, capMs };
+      }),
+    );
+    const logLevel = withDefault(own(o, 'logLevel'), CONFIG_DEFAULTS.logLevel, (v) =>
+      oneOf(issues, ['logLevel'], v, LOG_LEVELS, `one of ${LOG_LEVELS.join(', ')}`),
+    );
+    if (
+      typeof relay !== 'string' ||
+      credential === undefined ||
+      services === undefined ||
+      routes === undefined ||
+      keepAlive === undefined ||
+      reconnect === undefined ||
+      logLevel === undefined
+    ) {
+      return undefined;
+    }
+    return { relay, credential, services, routes, caFile, relayAddress, keepAlive, reconnect, logLevel };
+  });
+  return issues.length === before ? parsed : undefined;
+}
 
 /** The checks that need more than one field. Returns `path: message` strings. */
-export function crossCheck(c: Parsed): string[] {
+export function crossCheck(c: ParsedConfig): string[] {
   const errors: string[] = [];
   const names = Object.keys(c.services);
   if (names.length === 0) errors.push('services: must list at least one service');
@@ -211,7 +241,7 @@ export function crossCheck(c: Parsed): string[] {
   }
   const seen = new Set<string>();
   c.routes.forEach((r, i) => {
-    if (!Object.prototype.hasOwnProperty.call(c.services, r.service)) {
+    if (!Object.hasOwn(c.services, r.service)) {
       errors.push(`routes.${i}.service: no service named ${JSON.stringify(r.service)} in services`);
     }
     if (seen.has(r.path)) errors.push(`routes.${i}.path: duplicate path ${r.path}`);
@@ -242,19 +272,22 @@ export function helloFor(config: Pick<AgentConfig, 'services' | 'routes'>, agent
 }
 
 /** Builds the final config shape from a parse that passed every check. */
-export function toAgentConfig(c: Parsed): AgentConfig {
-  const services: Record<string, ServiceConfig> = {};
-  for (const [name, s] of Object.entries(c.services)) {
-    services[name] = {
+export function toAgentConfig(c: ParsedConfig): AgentConfig {
+  // fromEntries defines own properties: no name, not even __proto__, can reach the prototype.
+  const services: Record<string, ServiceConfig> = Object.fromEntries(
+    Object.entries(c.services).map(([name, s]): [string, ServiceConfig] => [
       name,
-      url: s.url.url,
-      host: s.url.host,
-      port: s.url.port,
-      ...(s.hostHeader !== undefined ? { hostHeader: s.hostHeader } : {}),
-      ...(s.passAuthorization !== undefined ? { passAuthorization: s.passAuthorization } : {}),
-      ...(s.profile !== undefined ? { profile: s.profile } : {}),
-    };
-  }
+      {
+        name,
+        url: s.url.url,
+        host: s.url.host,
+        port: s.url.port,
+        ...(s.hostHeader !== undefined ? { hostHeader: s.hostHeader } : {}),
+        ...(s.passAuthorization !== undefined ? { passAuthorization: s.passAuthorization } : {}),
+        ...(s.profile !== undefined ? { profile: s.profile } : {}),
+      },
+    ]),
+  );
   return {
     relay: c.relay,
     credential: c.credential,

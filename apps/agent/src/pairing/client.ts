@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
-import { z } from 'zod';
 import { parseRelayUrl } from '../config/index.js';
+import { isObject, own } from '../config/validate.js';
 
 /**
  * The agent's side of the pairing protocol (the relay's apps/relay/src/pairing/routes.ts):
@@ -42,26 +42,43 @@ export function relayUrls(raw: string): { http: string; ws: string } | { error: 
 const CODE_RE = /^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$/;
 const CREDENTIAL_RE = /^[\x21-\x7e]{1,1024}$/;
 
-const startSchema = z.object({
-  pairingId: z.string().regex(/^[0-9a-f-]{36}$/),
-  code: z.string().regex(CODE_RE),
-  pollToken: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
-  expiresAt: z.string().refine((s) => !Number.isNaN(Date.parse(s))),
-  approveUrl: z.string().max(2048).refine((s) => /^https?:\/\//.test(s) && !/[\s\x00-\x1f\x7f]/.test(s)),
-});
+/** A string that `ok` accepts. */
+const stringWhere = (v: unknown, ok: (s: string) => boolean): v is string => typeof v === 'string' && ok(v);
+const matching = (re: RegExp) => (s: string) => re.test(s);
 
-const pollSchema = z.discriminatedUnion('status', [
-  z.object({ status: z.literal('pending') }),
-  z.object({
-    status: z.literal('approved'),
-    credential: z.string().regex(CREDENTIAL_RE),
-    slug: z.string().regex(/^[a-z0-9-]{1,63}$/),
-    name: z.string().min(1).max(200),
-    deviceId: z.string().min(1).max(100),
-  }),
-  z.object({ status: z.literal('expired') }),
-  z.object({ status: z.literal('denied') }),
-]);
+/** The 201 answer to a start, with only the fields we know; undefined when it is not of that shape. */
+function startAnswer(body: unknown): { pairingId: string; code: string; pollToken: string; expiresAt: string; approveUrl: string } | undefined {
+  if (!isObject(body)) return undefined;
+  const [pairingId, code, pollToken, expiresAt, approveUrl] = ['pairingId', 'code', 'pollToken', 'expiresAt', 'approveUrl'].map((k) => own(body, k));
+  if (
+    !stringWhere(pairingId, matching(/^[0-9a-f-]{36}$/)) ||
+    !stringWhere(code, matching(CODE_RE)) ||
+    !stringWhere(pollToken, matching(/^[A-Za-z0-9_-]{43}$/)) ||
+    !stringWhere(expiresAt, (s) => !Number.isNaN(Date.parse(s))) ||
+    !stringWhere(approveUrl, (s) => s.length <= 2048 && /^https?:\/\//.test(s) && !/[\s\x00-\x1f\x7f]/.test(s))
+  ) {
+    return undefined;
+  }
+  return { pairingId, code, pollToken, expiresAt, approveUrl };
+}
+
+/** An answer to a poll, with only the fields we know; undefined when it is not one of the four shapes. */
+function pollAnswer(body: unknown): Exclude<PollAnswer, { status: 'unknown' }> | undefined {
+  if (!isObject(body)) return undefined;
+  const status = own(body, 'status');
+  if (status === 'pending' || status === 'expired' || status === 'denied') return { status };
+  if (status !== 'approved') return undefined;
+  const [credential, slug, name, deviceId] = ['credential', 'slug', 'name', 'deviceId'].map((k) => own(body, k));
+  if (
+    !stringWhere(credential, matching(CREDENTIAL_RE)) ||
+    !stringWhere(slug, matching(/^[a-z0-9-]{1,63}$/)) ||
+    !stringWhere(name, (s) => s.length >= 1 && s.length <= 200) ||
+    !stringWhere(deviceId, (s) => s.length >= 1 && s.length <= 100)
+  ) {
+    return undefined;
+  }
+  return { status, credential, slug, name, deviceId };
+}
 
 export interface StartedPairing {
   pairingId: string;
@@ -227,11 +244,11 @@ export async function startPairing(
   const sentAt = Date.now();
   const r = await postJson(endpoint, PAIR_START_PATH, input, { timeoutMs: PAIRING_CLIENT_DEFAULTS.startTimeoutMs, ...opts });
   if (r.status !== 201) throw refusal('to start pairing', r);
-  const parsed = startSchema.safeParse(r.body);
-  if (!parsed.success) throw new PairingError('the relay sent an unexpected answer to the pairing request', { transient: false, status: r.status });
-  const expiresAt = new Date(parsed.data.expiresAt);
+  const answer = startAnswer(r.body);
+  if (answer === undefined) throw new PairingError('the relay sent an unexpected answer to the pairing request', { transient: false, status: r.status });
+  const expiresAt = new Date(answer.expiresAt);
   const ttlMs = Math.max(0, expiresAt.getTime() - (r.date ?? sentAt));
-  return { ...parsed.data, expiresAt, ttlMs };
+  return { ...answer, expiresAt, ttlMs };
 }
 
 /** One long poll: resolves the relay's answer. Transport and server trouble reject with PairingError. */
@@ -243,10 +260,10 @@ export async function pollPairing(
   const r = await postJson(endpoint, PAIR_POLL_PATH, input, { timeoutMs: PAIRING_CLIENT_DEFAULTS.pollTimeoutMs, ...opts });
   if (r.status === 404) return { status: 'unknown' };
   if (r.status === 200 || r.status === 403 || r.status === 410) {
-    const parsed = pollSchema.safeParse(r.body);
+    const answer = pollAnswer(r.body);
     const expected = r.status === 403 ? 'denied' : r.status === 410 ? 'expired' : undefined;
-    if (parsed.success && (expected === undefined ? ['pending', 'approved'].includes(parsed.data.status) : parsed.data.status === expected)) {
-      return parsed.data;
+    if (answer !== undefined && (expected === undefined ? ['pending', 'approved'].includes(answer.status) : answer.status === expected)) {
+      return answer;
     }
     if (expected !== undefined) return { status: expected };
     throw new PairingError('the relay sent an unexpected answer to a poll', { transient: false, status: r.status });
