@@ -25,14 +25,29 @@ export function decodeHeader(buf: Uint8Array, offset = 0): FrameHeader {
 }
 
 /**
+ * A Data payload is handed on in pieces of at least this many bytes (the last piece of a frame may
+ * be shorter), so a peer that dribbles bytes cannot make a stream queue one object per byte.
+ */
+export const MIN_PIECE = 4 * 1024;
+
+/**
  * Buffers bytes as they arrive, at any boundary, and yields whole frames.
  * A Data frame whose length exceeds `maxFrameSize` is refused before its payload is buffered.
+ *
+ * In piece mode a Data frame's payload is yielded as it arrives instead of gathered first: each
+ * piece is a view of the chunk it came in whenever it is at least MIN_PIECE long (no copy; only
+ * smaller leftovers are joined), marked `more` until the frame's last piece and `cont` after its
+ * first. A transport that delivers arbitrary slices of the byte stream (a socket's reads) then
+ * costs no copy at all, where gathering would copy every frame that spans two reads.
  */
 export class Decoder {
   private readonly maxFrameSize: number;
   private chunks: Buffer[] = [];
   private buffered = 0;
   private header: FrameHeader | undefined;
+  /** Piece mode: payload bytes of the current Data frame not yet yielded, and whether a piece left. */
+  private remaining = 0;
+  private started = false;
 
   /**
    * @param checkData called with each Data header before its payload is buffered; it may throw
@@ -41,6 +56,7 @@ export class Decoder {
   constructor(
     maxFrameSize: number,
     private readonly checkData?: (header: FrameHeader) => void,
+    private readonly pieces = false,
   ) {
     this.maxFrameSize = maxFrameSize;
   }
@@ -78,13 +94,49 @@ export class Decoder {
         }
         this.checkData?.(header);
         this.header = header;
+        this.remaining = header.length;
+        this.started = false;
       }
       const header: FrameHeader = this.header;
+      if (this.pieces) {
+        if (!(yield* this.writePieces(header))) return;
+        continue;
+      }
       if (this.buffered < header.length) return;
       const data = this.take(header.length);
       this.header = undefined;
       yield { header, data };
     }
+  }
+
+  /**
+   * Piece mode: yields what is held of the current Data frame's payload. Returns true when the
+   * frame is complete (the next header may follow), false when it waits for more bytes.
+   */
+  private *writePieces(header: FrameHeader): Generator<Frame, boolean> {
+    while (this.remaining > 0 && this.buffered > 0) {
+      const first = this.chunks[0]!;
+      const last = this.buffered >= this.remaining;
+      let n: number;
+      if (first.length >= MIN_PIECE || first.length >= this.remaining) {
+        n = Math.min(first.length, this.remaining); // a view of one chunk, no copy
+      } else if (last || this.buffered >= MIN_PIECE) {
+        n = Math.min(this.buffered, this.remaining, Math.max(MIN_PIECE, first.length)); // small leftovers, joined
+      } else {
+        return false; // under MIN_PIECE held and the frame goes on: wait for more
+      }
+      const data = this.take(n);
+      this.remaining -= n;
+      const piece: Frame = { header, data };
+      if (this.remaining > 0) piece.more = true;
+      if (this.started) piece.cont = true;
+      this.started = true;
+      yield piece;
+    }
+    if (this.remaining > 0) return false;
+    if (!this.started) yield { header, data: Buffer.alloc(0) }; // an empty Data frame
+    this.header = undefined;
+    return true;
   }
 
   /** Removes exactly n bytes from the front; avoids copies when one chunk suffices. */

@@ -41,6 +41,12 @@ export interface Frame {
   header: FrameHeader;
   /** Payload of a Data frame; absent for every other type. */
   data?: Buffer;
+  /**
+   * Only from a Decoder in piece mode: this is part of a Data frame's payload and more of it
+   * follows (`more`), and/or an earlier part of it came before (`cont`). A whole frame has neither.
+   */
+  more?: true;
+  cont?: true;
 }
 
 export const MAX_UINT32 = 0xffff_ffff;

@@ -117,7 +117,9 @@ export class Session extends EventEmitter<SessionEvents> {
     this.config = verifyConfig(opts.config);
     this.transport = opts.transport;
     this.clock = opts.clock ?? systemClock;
-    this.decoder = new Decoder(this.config.maxFrameSize, (h) => this.checkDataHeader(h));
+    // Piece mode: a payload reaches its stream as views of the chunks it arrived in, not copied
+    // into one buffer first (transports may hand over a socket's reads as they come).
+    this.decoder = new Decoder(this.config.maxFrameSize, (h) => this.checkDataHeader(h), true);
     this.nextStreamId = this.role === 'client' ? 1 : 2;
     this.lastReceivedAt = this.clock.now();
     if (this.config.keepAliveInterval > 0) {
@@ -321,7 +323,8 @@ export class Session extends EventEmitter<SessionEvents> {
     return stream;
   }
 
-  private handle({ header, data }: Frame): void {
+  private handle(frame: Frame): void {
+    const { header, data } = frame;
     const { type, flags, streamId, length } = header;
     if (type === FrameType.Ping) {
       if (streamId !== 0) throw new ProtocolError(ErrorCode.InvalidStreamId, 'ping on a stream id');
@@ -339,7 +342,10 @@ export class Session extends EventEmitter<SessionEvents> {
     if (streamId === 0) throw new ProtocolError(ErrorCode.InvalidStreamId, `frame type ${type} on stream 0`);
 
     let stream = this.streams.get(streamId);
-    if (flags & Flag.SYN) {
+    // A later piece of a Data frame (piece mode) was judged with its first: SYN, ids and all.
+    if (frame.cont === true) {
+      if (stream === undefined) return;
+    } else if (flags & Flag.SYN) {
       if (stream !== undefined) throw new ProtocolError(ErrorCode.StreamIdReused, `SYN for open stream ${streamId}`);
       const peerParity = this.role === 'client' ? 0 : 1;
       if (streamId % 2 !== peerParity) {
@@ -365,6 +371,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     if (type === FrameType.Data) stream.onData(data ?? Buffer.alloc(0));
     else if (length > 0) stream.onWindowUpdate(length);
+    if (frame.more === true) return; // FIN, RST and ACK take effect with the frame's last byte
     const streamFlags = flags & (Flag.ACK | Flag.FIN | Flag.RST);
     if (streamFlags !== 0) stream.onFlags(streamFlags);
   }

@@ -1,11 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Decoder } from '../src/decode.js';
+import { createHash } from 'node:crypto';
+import { Decoder, MIN_PIECE } from '../src/decode.js';
 import { ErrorCode, ProtocolError } from '../src/errors.js';
 import { Flag, FrameType, HEADER_LENGTH, type Frame, type FrameHeader } from '../src/frame.js';
 import { pseudoRandomBytes, refEncodeHeader } from './helpers.js';
 
 const MAX = 64 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Many frames of every type, with empty, tiny and large payloads. */
 function sampleFrames(): Frame[] {
@@ -179,5 +181,69 @@ describe('Decoder', () => {
     const bad = refEncodeHeader({ version: 0, type: 7 as FrameType, flags: 0, streamId: 1, length: 0 });
     expect([...d.write(bad.subarray(0, 5))]).toEqual([]);
     expect(() => [...d.write(bad.subarray(5))]).toThrow(expect.objectContaining({ code: ErrorCode.InvalidType }));
+  });
+});
+
+describe('Decoder in piece mode', () => {
+  const frames = sampleFrames();
+  const wire = encodeAll(frames);
+  const expected = plain(frames);
+
+  /** Feeds chunks; checks the piece rules; returns the pieces joined back into frames. */
+  function feedPieces(d: Decoder, chunks: Buffer[]): Frame[] {
+    const out: Frame[] = [];
+    let open: { header: FrameHeader; parts: Buffer[] } | undefined;
+    for (const c of chunks) {
+      for (const f of d.write(c)) {
+        if (f.cont === true) {
+          expect(open?.header).toBe(f.header);
+          open!.parts.push(f.data!);
+        } else {
+          expect(open).toBeUndefined(); // a frame's pieces are never interleaved with another frame
+          open = { header: f.header, parts: f.data === undefined ? [] : [f.data] };
+        }
+        // Every piece but a frame's last is at least MIN_PIECE: no stream queues an object per byte.
+        if (f.more === true) expect(f.data!.length).toBeGreaterThanOrEqual(MIN_PIECE);
+        if (f.more !== true && open !== undefined) {
+          out.push(open.header.type === FrameType.Data ? { header: open.header, data: Buffer.concat(open.parts) } : { header: open.header });
+          open = undefined;
+        }
+      }
+      expect(d.bufferedBytes).toBeLessThan(HEADER_LENGTH + MIN_PIECE);
+    }
+    expect(open).toBeUndefined();
+    return out;
+  }
+
+  it('yields whole frames, unmarked, when each arrives in one chunk', () => {
+    const d = new Decoder(MAX, undefined, true);
+    const got = [...d.write(wire)];
+    expect(got.every((f) => f.more === undefined && f.cont === undefined)).toBe(true);
+    expect(plain(got)).toEqual(expected);
+  });
+
+  it('yields the same frames, in pieces, one byte at a time and at random split points (property)', () => {
+    const d = new Decoder(MAX, undefined, true);
+    expect(plain(feedPieces(d, Array.from({ length: wire.length }, (_, i) => wire.subarray(i, i + 1))))).toEqual(expected);
+    fc.assert(
+      fc.property(fc.array(fc.nat({ max: wire.length }), { maxLength: 300 }), (points) => {
+        expect(plain(feedPieces(new Decoder(MAX, undefined, true), splitAt(wire, points)))).toEqual(expected);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('hands a payload on as views of the chunks it came in, joining only leftovers under MIN_PIECE', () => {
+    const size = 200 * 1024;
+    const payload = pseudoRandomBytes(size, 8);
+    const bytes = Buffer.concat([refEncodeHeader({ version: 0, type: 0, flags: Flag.FIN, streamId: 1, length: size }), payload]);
+    const reads = splitAt(bytes, [12 + 100, 12 + 100 + 64 * 1024, 12 + 100 + 128 * 1024, 12 + 100 + 128 * 1024 + 10]).map((b) => Buffer.from(b));
+    const d = new Decoder(1 << 20, undefined, true);
+    const pieces = reads.flatMap((r) => [...d.write(r)]);
+    expect(sha256(Buffer.concat(pieces.map((p) => p.data!)))).toBe(sha256(payload));
+    const views = pieces.filter((p) => reads.some((r) => r.buffer === p.data!.buffer));
+    const viewBytes = views.reduce((n, p) => n + p.data!.length, 0);
+    expect(viewBytes).toBeGreaterThanOrEqual(size - 2 * MIN_PIECE); // copied: only the two small leftovers, joined
+    expect(pieces.filter((p) => p.more === undefined)).toHaveLength(1); // FIN goes with the last piece only
   });
 });

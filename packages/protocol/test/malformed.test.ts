@@ -261,3 +261,46 @@ describe('a frame larger than its window', () => {
     await expectProtocolClose(h, ErrorCode.ReceiveWindowExceeded);
   });
 });
+
+describe('a Data frame that arrives in pieces', () => {
+  const payload = Buffer.from(Array.from({ length: 40 * KiB }, (_, i) => (i * 7) & 0xff));
+
+  it('opens its stream once, delivers every byte, and applies FIN only after the last one', async () => {
+    const h = harness();
+    const bytes = rawFrame(Data, SYN | FIN, 1, payload.length, payload);
+    const got: Buffer[] = [];
+    h.session.on('stream', (s) => s.on('data', (c: Buffer) => got.push(c)));
+    for (let off = 0; off < bytes.length; off += 1000) {
+      h.feed(bytes.subarray(off, off + 1000));
+      if (off + 1000 < bytes.length) expect(h.streamEnds).toHaveLength(0);
+    }
+    await tick();
+    expect(h.streams).toHaveLength(1);
+    expect(Buffer.concat(got).equals(payload)).toBe(true);
+    expect(h.streamEnds).toHaveLength(1);
+    expect(h.session.closed).toBe(false);
+    h.session.close();
+  });
+
+  it('drops the rest of a frame whose stream was reset after its first piece, and carries on', async () => {
+    const h = harness();
+    h.feed(rawFrame(WindowUpdate, SYN, 1, 0));
+    const bytes = rawFrame(Data, FIN, 1, payload.length, payload);
+    h.feed(bytes.subarray(0, 10_000));
+    h.streams[0]!.destroy();
+    await tick();
+    h.feed(bytes.subarray(10_000), rawFrame(Data, SYN, 3, 2, Buffer.from('ok')));
+    await tick();
+    expect(h.session.closed).toBe(false);
+    expect(h.streams.map((s) => s.id)).toEqual([1, 3]);
+    h.session.close();
+  });
+
+  it('still refuses one announced beyond the window from its header alone', () => {
+    const h = harness();
+    h.feed(rawFrame(WindowUpdate, SYN, 1, 0));
+    h.feed(rawFrame(Data, 0, 1, 256 * KiB + 1).subarray(0, 12));
+    expect(h.closes).toHaveLength(1);
+    expect((h.closes[0] as ProtocolError).code).toBe(ErrorCode.ReceiveWindowExceeded);
+  });
+});
