@@ -40,6 +40,8 @@ export const ErrorCode = {
   TransportClosed: 'ERR_TRANSPORT_CLOSED',
   /** The peer ended the session with a GoAway carrying an error code. */
   PeerProtocolError: 'ERR_PEER_PROTOCOL_ERROR',
+  /** A WebSocket frame the tunnel cannot carry (text, masked by a server, bad fragmentation). */
+  InvalidWebSocketFrame: 'ERR_INVALID_WS_FRAME',
   /** A bug or an application handler threw inside the session. */
   Internal: 'ERR_INTERNAL',
   /** Bad configuration value. */

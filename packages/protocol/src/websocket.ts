@@ -4,6 +4,7 @@ import type { SessionConfig } from './config.js';
 import { ErrorCode, ProtocolError, SessionError } from './errors.js';
 import { GoAwayCode } from './frame.js';
 import { Session, type Clock, type Role } from './session.js';
+import { readServerFramesDirectly } from './ws-reader.js';
 
 export interface WebSocketSessionOptions {
   role: Role;
@@ -15,6 +16,12 @@ export interface WebSocketSessionOptions {
    * sends every message through `ws.send`, which masks with whatever the ws client generates.
    */
   zeroMask?: boolean;
+  /**
+   * Client role only: read the server's frames off the socket ourselves (ws-reader.ts), handing
+   * payloads to the session as the socket delivers them instead of as whole ws messages. Falls
+   * back to ws's messages when ws is not in the state that allows it.
+   */
+  readDirect?: boolean;
 }
 
 /** WebSocket close codes we use (RFC 6455 §7.4.1). */
@@ -97,6 +104,17 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
   const hwm = session.config.transportHighWaterMark;
   const s = session;
   ws.binaryType = 'nodebuffer';
+  if (opts.role === 'client' && opts.readDirect === true) {
+    readServerFramesDirectly(
+      ws,
+      (bytes) => s.receive(bytes),
+      (err) => {
+        s.close(err); // GoAway and a 1002 close frame, then drop the connection: its bytes make no sense
+        ws.terminate();
+      },
+    );
+  }
+  // Messages ws parsed before the reading was taken over, or all of them when it was not.
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     if (!isBinary) {
       s.close(new ProtocolError(ErrorCode.InvalidType, 'text message on a tunnel'));

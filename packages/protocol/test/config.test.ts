@@ -125,6 +125,7 @@ describe('error catalogue', () => {
         'ERR_INVALID_STREAM_ID',
         'ERR_INVALID_TYPE',
         'ERR_INVALID_VERSION',
+        'ERR_INVALID_WS_FRAME',
         'ERR_KEEPALIVE_TIMEOUT',
         'ERR_PEER_PROTOCOL_ERROR',
         'ERR_RECV_WINDOW_EXCEEDED',

@@ -223,6 +223,7 @@ export function dial(opts: DialOptions): Promise<Tunnel> {
         role: 'client',
         config: { ...DIAL_DEFAULTS.session, ...opts.session },
         zeroMask: true, // as generateMask above
+        readDirect: true, // payloads straight from the socket's reads, no copy into whole messages
       });
       session.on('stream', opts.onStream);
       const tunnel = new Tunnel(opts.relay, ws, session, () => closeInfo);

@@ -1,0 +1,237 @@
+// The agent reads the relay's WebSocket frames itself (ws-reader.ts): payloads go to the session
+// as the socket delivers them, control frames to ws's receiver. A real ws server on 127.0.0.1 is
+// the relay; raw bytes written to its socket are the hostile one.
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import type { AddressInfo, Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import { KiB, MiB } from '../src/config.js';
+import { ErrorCode } from '../src/errors.js';
+import { Flag, FrameType } from '../src/frame.js';
+import type { Session } from '../src/session.js';
+import type { Stream } from '../src/stream.js';
+import { sessionOverWebSocket } from '../src/websocket.js';
+import { ServerFrameReader } from '../src/ws-reader.js';
+import { parseFrames, pseudoRandomBytes, rawFrame, readAll } from './helpers.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** A server frame's bytes: FIN and opcode, unmasked, with the length in 7, 16 or 64 bits. */
+function serverFrame(opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: number; mask?: boolean } = {}): Buffer {
+  const n = payload.length;
+  const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
+  const h = Buffer.alloc(2 + ext + (opts.mask === true ? 4 : 0));
+  h[0] = (opts.fin === false ? 0 : 0x80) | ((opts.rsv ?? 0) << 4) | opcode;
+  h[1] = (opts.mask === true ? 0x80 : 0) | (ext === 0 ? n : ext === 2 ? 126 : 127);
+  if (ext === 2) h.writeUInt16BE(n, 2);
+  if (ext === 8) h.writeUIntBE(n, 4, 6);
+  return Buffer.concat([h, payload]);
+}
+
+describe('ServerFrameReader', () => {
+  function read(bytes: Buffer, chunk: number): { data: Buffer; control: Buffer[]; errors: string[] } {
+    const data: Buffer[] = [];
+    const control: Buffer[] = [];
+    const errors: string[] = [];
+    const r = new ServerFrameReader(
+      (b) => data.push(Buffer.from(b)),
+      (f) => control.push(Buffer.from(f)),
+      (e) => errors.push(`${e.code}: ${e.message}`),
+    );
+    for (let off = 0; off < bytes.length; off += chunk) r.write(bytes.subarray(off, off + chunk));
+    return { data: Buffer.concat(data), control, errors };
+  }
+
+  const a = pseudoRandomBytes(100, 1);
+  const b = pseudoRandomBytes(70_000, 2); // 64-bit length
+  const c = pseudoRandomBytes(300, 3); // 16-bit length
+  const ping = serverFrame(0x9, Buffer.from('are you there'));
+  const wire = Buffer.concat([
+    serverFrame(0x2, a),
+    ping,
+    serverFrame(0x2, c.subarray(0, 10), { fin: false }),
+    serverFrame(0xa, Buffer.alloc(0)), // a pong between fragments, as RFC 6455 allows
+    serverFrame(0x0, c.subarray(10, 200), { fin: false }),
+    serverFrame(0x0, c.subarray(200), { fin: true }),
+    serverFrame(0x2, b),
+    serverFrame(0x2, Buffer.alloc(0)),
+  ]);
+
+  for (const chunk of [1, 2, 3, 7, 13, 4096, wire.length]) {
+    it(`hands on exactly the binary payload bytes and each control frame whole (reads of ${chunk} bytes)`, () => {
+      const got = read(wire, chunk);
+      expect(got.errors).toEqual([]);
+      expect(sha(got.data)).toBe(sha(Buffer.concat([a, c, b])));
+      expect(got.control.map((f) => f.toString('hex'))).toEqual([ping.toString('hex'), serverFrame(0xa, Buffer.alloc(0)).toString('hex')]);
+    });
+  }
+
+  it('passes a large payload on as views of the reads it came in, not copies', () => {
+    const big = pseudoRandomBytes(256 * KiB, 4);
+    const bytes = serverFrame(0x2, big);
+    const reads: Buffer[] = [];
+    const handed: Buffer[] = [];
+    const r = new ServerFrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message));
+    for (let off = 0; off < bytes.length; off += 64 * KiB) {
+      const read = Buffer.from(bytes.subarray(off, off + 64 * KiB));
+      reads.push(read);
+      r.write(read);
+    }
+    expect(sha(Buffer.concat(handed))).toBe(sha(big));
+    for (const h of handed) expect(reads.some((read) => read.buffer === h.buffer)).toBe(true);
+  });
+
+  const refusals: [string, Buffer, RegExp][] = [
+    ['a text message', serverFrame(0x1, Buffer.from('hi')), /text message/],
+    ['a masked frame', serverFrame(0x2, Buffer.from('hi'), { mask: true }), /masked/],
+    ['RSV bits', serverFrame(0x2, Buffer.from('hi'), { rsv: 4 }), /RSV/],
+    ['a continuation with no message', serverFrame(0x0, Buffer.from('hi')), /continuation/],
+    ['a new message inside a fragmented one', Buffer.concat([serverFrame(0x2, a, { fin: false }), serverFrame(0x2, a)]), /inside a fragmented/],
+    ['an unknown data opcode', serverFrame(0x3, a), /unknown opcode 3/],
+    ['an unknown control opcode', serverFrame(0xb, a), /unknown control opcode/],
+    ['a fragmented control frame', serverFrame(0x9, Buffer.from('x'), { fin: false }), /control frame/],
+    ['an oversized control frame', serverFrame(0x9, Buffer.alloc(126)), /control frame/],
+    ['a length beyond 2^53', Buffer.from([0x82, 127, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), /2\^53/],
+  ];
+  for (const [what, bytes, message] of refusals) {
+    it(`refuses ${what}, once, and reads nothing after it`, () => {
+      const got = read(Buffer.concat([bytes, serverFrame(0x2, Buffer.from('after'))]), 1);
+      expect(got.errors).toHaveLength(1);
+      expect(got.errors[0]).toMatch(message);
+      expect(got.data.toString()).not.toContain('after');
+    });
+  }
+
+  it('reads nothing after a close frame', () => {
+    const close = serverFrame(0x8, Buffer.from([0x03, 0xe8]));
+    const got = read(Buffer.concat([serverFrame(0x2, a), close, serverFrame(0x2, Buffer.from('late'))]), 5);
+    expect(got.errors).toEqual([]);
+    expect(got.data.equals(a)).toBe(true);
+    expect(got.control).toHaveLength(1);
+  });
+});
+
+interface Pair {
+  client: Session;
+  server: Session | undefined;
+  clientWs: WebSocket;
+  serverWs: WebSocket;
+  /** 'message' events ws emitted on the client: none once the session reads directly. */
+  clientMessages: () => number;
+  cleanup(): Promise<void>;
+}
+
+/** A ws server (with a session, or bare for raw frames) and the agent's kind of client. */
+async function pair(opts: { serverSession?: boolean } = {}): Promise<Pair> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+  await once(wss, 'listening');
+  const { port } = wss.address() as AddressInfo;
+  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
+  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, generateMask: (m: Buffer) => void m.fill(0) });
+  let messages = 0;
+  const opened = once(clientWs, 'open');
+  let client: Session | undefined;
+  clientWs.once('open', () => {
+    // As the agent does: the session takes over in the 'open' event.
+    client = sessionOverWebSocket(clientWs, { role: 'client', config: { keepAliveInterval: 0 }, zeroMask: true, readDirect: true });
+    clientWs.on('message', () => messages++);
+  });
+  await opened;
+  const [serverWs] = await accepted;
+  const server = opts.serverSession === false ? undefined : sessionOverWebSocket(serverWs, { role: 'server', config: { keepAliveInterval: 0 } });
+  return {
+    client: client!,
+    server,
+    clientWs,
+    serverWs,
+    clientMessages: () => messages,
+    cleanup: async () => {
+      client!.close();
+      server?.close();
+      clientWs.terminate();
+      serverWs.terminate();
+      await new Promise<void>((r) => wss.close(() => r()));
+    },
+  };
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function writeAll(s: Stream, data: Buffer, chunk: number): Promise<void> {
+  for (let off = 0; off < data.length; off += chunk) {
+    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
+  }
+  s.end();
+}
+
+describe('a client session that reads the server frames directly', () => {
+  it('carries 8 parallel streams both ways byte for byte, with no ws message events at all', async () => {
+    const p = await pair();
+    cleanups.push(p.cleanup);
+    p.server!.on('stream', (s: Stream) => {
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const data = pseudoRandomBytes(2 * MiB + i * 4099, i + 1);
+        const s = p.client.openStream();
+        const back = readAll(s);
+        await writeAll(s, data, [1000, 16 * KiB, 64 * KiB, 300 * KiB][i % 4]!);
+        expect(sha(await back)).toBe(sha(data));
+      }),
+    );
+    expect(p.clientMessages()).toBe(0);
+    expect(p.client.closed || p.server!.closed).toBe(false);
+  }, 30_000);
+
+  it("answers the server's WebSocket pings and takes its close code, through ws's own receiver", async () => {
+    const p = await pair();
+    cleanups.push(p.cleanup);
+    const pong = once(p.serverWs, 'pong');
+    p.serverWs.ping(Buffer.from('still there?'));
+    expect((await pong)[0].toString()).toBe('still there?');
+    const closed = once(p.clientWs, 'close');
+    p.serverWs.close(4000, 'relay restarting');
+    const [code, reason] = await closed;
+    expect(code).toBe(4000);
+    expect(reason.toString()).toBe('relay restarting');
+    expect(p.client.closed).toBe(true);
+  });
+
+  it('takes yamux frames split over fragments with a ping between them', async () => {
+    const p = await pair({ serverSession: false });
+    cleanups.push(p.cleanup);
+    const socket = (p.serverWs as unknown as { _socket: Socket })._socket;
+    // A yamux ping (SYN) in three pieces over a fragmented binary message, a WebSocket ping inside.
+    const yamuxPing = rawFrame(FrameType.Ping, Flag.SYN, 0, 0x1234_5678);
+    const answer = once(p.serverWs, 'message') as Promise<[Buffer, boolean]>;
+    const wsPong = once(p.serverWs, 'pong');
+    socket.write(serverFrame(0x2, yamuxPing.subarray(0, 5), { fin: false }));
+    socket.write(serverFrame(0x9, Buffer.from('ws ping')));
+    socket.write(serverFrame(0x0, yamuxPing.subarray(5, 6), { fin: false }));
+    socket.write(serverFrame(0x0, yamuxPing.subarray(6), { fin: true }));
+    const [msg] = await answer;
+    expect(parseFrames(msg)).toEqual([{ header: { version: 0, type: FrameType.Ping, flags: Flag.ACK, streamId: 0, length: 0x1234_5678 } }]);
+    expect((await wsPong)[0].toString()).toBe('ws ping');
+  });
+
+  for (const [what, bytes, code] of [
+    ['a text message', serverFrame(0x1, Buffer.from('{"hello":1}')), ErrorCode.InvalidType],
+    ['a masked frame', serverFrame(0x2, rawFrame(FrameType.Ping, Flag.SYN, 0, 1), { mask: true }), ErrorCode.InvalidWebSocketFrame],
+  ] as const) {
+    it(`ends the session on ${what} and drops the connection`, async () => {
+      const p = await pair({ serverSession: false });
+      cleanups.push(p.cleanup);
+      const closed = once(p.clientWs, 'close');
+      (p.serverWs as unknown as { _socket: Socket })._socket.write(bytes);
+      await closed;
+      expect(p.client.closed).toBe(true);
+      expect((p.client.closeError as { code?: string } | undefined)?.code).toBe(code);
+    });
+  }
+});
