@@ -107,6 +107,10 @@ export class Ingress {
       noDelay: true,
       onread: reader.onread,
       ...(net.isIP(service.host) === 0 ? { lookup: lanOnlyLookup } : {}),
+      // Room for what one turn of the tunnel brings, so pipe() does not pause after every piece
+      // and the corked writes (pipe.ts) leave together; the stream's window still bounds it.
+      // net.Socket passes it to its Writable (Node 18 too); @types/node does not list it.
+      ...{ writableHighWaterMark: 256 * 1024 },
     });
     // Whatever happens below, a socket error must never go unhandled: the agent does not die.
     socket.on('error', ignore);

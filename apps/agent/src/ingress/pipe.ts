@@ -36,6 +36,26 @@ export interface JoinResult {
 }
 
 /**
+ * The tunnel hands a payload on in the pieces the relay's bytes arrived in (a TLS record is 16 KiB):
+ * written one by one, each would be a syscall to the service. The socket is corked from the first
+ * piece of an event-loop turn to the end of its I/O phase, so what arrived together leaves in one
+ * writev. Registered before pipe()'s own listener, so that first piece is held too.
+ */
+function gatherWrites(stream: Duplex, socket: Socket): void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  stream.on('data', () => {
+    if (corked || socket.destroyed) return;
+    corked = true;
+    socket.cork();
+    setImmediate(uncork);
+  });
+}
+
+/**
  * Joins a tunnel stream and a connected local socket into one byte pipe:
  * - backpressure both ways through pipe(): a full side pauses the other until 'drain';
  * - half-close: the stream's end ends the socket's writing side and vice versa (the socket must
@@ -77,6 +97,7 @@ export function join(stream: Duplex, socket: Socket, onDone?: (r: JoinResult) =>
     done();
   });
 
+  gatherWrites(stream, socket);
   stream.pipe(socket); // stream end → socket.end()
   // socket end → stream.end(); a socket made with a PooledReader's onread hands its data there.
   if (reader === undefined || !reader.active) socket.pipe(stream);
