@@ -123,12 +123,12 @@ interface Pair {
 }
 
 /** A ws server (with a session, or bare for raw frames) and the agent's kind of client. */
-async function pair(opts: { serverSession?: boolean } = {}): Promise<Pair> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+async function pair(opts: { serverSession?: boolean; deflate?: boolean } = {}): Promise<Pair> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: opts.deflate === true });
   await once(wss, 'listening');
   const { port } = wss.address() as AddressInfo;
   const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, generateMask: (m: Buffer) => void m.fill(0) });
+  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: opts.deflate === true, generateMask: (m: Buffer) => void m.fill(0) });
   let messages = 0;
   const opened = once(clientWs, 'open');
   let client: Session | undefined;
@@ -188,6 +188,22 @@ describe('a client session that reads the server frames directly', () => {
     expect(p.clientMessages()).toBe(0);
     expect(p.client.closed || p.server!.closed).toBe(false);
   }, 30_000);
+
+  it('leaves reading to ws when an extension was negotiated (compressed frames are not ours to parse)', async () => {
+    const p = await pair({ deflate: true });
+    cleanups.push(p.cleanup);
+    expect(p.clientWs.extensions).toContain('permessage-deflate');
+    p.server!.on('stream', (s: Stream) => {
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    const data = pseudoRandomBytes(300 * KiB, 9);
+    const s = p.client.openStream();
+    const back = readAll(s);
+    await writeAll(s, data, 16 * KiB);
+    expect(sha(await back)).toBe(sha(data));
+    expect(p.clientMessages()).toBeGreaterThan(0);
+  });
 
   it("answers the server's WebSocket pings and takes its close code, through ws's own receiver", async () => {
     const p = await pair();
