@@ -45,8 +45,9 @@ export class Decoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private header: FrameHeader | undefined;
-  /** Piece mode: payload bytes of the current Data frame not yet yielded, and whether a piece left. */
+  /** Piece mode: payload bytes of the current Data frame not yet yielded. */
   private remaining = 0;
+  /** Piece mode: a piece of the current Data frame has been yielded (the next ones are `cont`). */
   private started = false;
 
   /**
@@ -121,7 +122,7 @@ export class Decoder {
       if (first.length >= MIN_PIECE || first.length >= this.remaining) {
         n = Math.min(first.length, this.remaining); // a view of one chunk, no copy
       } else if (last || this.buffered >= MIN_PIECE) {
-        n = Math.min(this.buffered, this.remaining, Math.max(MIN_PIECE, first.length)); // small leftovers, joined
+        n = Math.min(this.buffered, this.remaining, MIN_PIECE); // small leftovers, joined
       } else {
         return false; // under MIN_PIECE held and the frame goes on: wait for more
       }

@@ -44,12 +44,7 @@ export class ServerFrameReader {
         chunk.copy(this.control, this.controlFilled, off, off + n);
         this.controlFilled += n;
         off += n;
-        if (this.controlFilled === this.control.length) {
-          const frame = this.control;
-          this.control = undefined;
-          if ((frame[0]! & 0x0f) === 0x8) this.done = true; // nothing may follow a close frame
-          this.controlFrame(frame);
-        }
+        if (this.controlFilled === this.control.length) this.endControl();
         continue;
       }
       // A header: 2 bytes, then a 16- or 64-bit length. Gathered in `head` across reads.
@@ -85,12 +80,7 @@ export class ServerFrameReader {
       this.control = Buffer.allocUnsafe(size + length);
       this.head.copy(this.control, 0, 0, size);
       this.controlFilled = size;
-      if (length === 0) {
-        const frame = this.control;
-        this.control = undefined;
-        if (opcode === 0x8) this.done = true;
-        this.controlFrame(frame);
-      }
+      if (length === 0) this.endControl();
       return;
     }
     if (opcode === 0x1) return this.refuse('a text message on a tunnel', ErrorCode.InvalidType);
@@ -103,6 +93,14 @@ export class ServerFrameReader {
     }
     this.inMessage = !fin;
     this.remaining = length;
+  }
+
+  /** A control frame is complete: to ws's receiver. Nothing may follow a close frame. */
+  private endControl(): void {
+    const frame = this.control!;
+    this.control = undefined;
+    if ((frame[0]! & 0x0f) === 0x8) this.done = true;
+    this.controlFrame(frame);
   }
 
   private refuse(what: string, code: ErrorCode = ErrorCode.InvalidWebSocketFrame): void {
