@@ -5,7 +5,6 @@
 // `node bench/dist/agent.js [--quick] [--size MiB] [--json FILE] [--markdown FILE]`.
 import { existsSync } from 'node:fs';
 import http from 'node:http';
-import { cpus, release } from 'node:os';
 import { agentBundle, stopAll } from '@porthole/e2e/procs';
 import { anonRssBytes, peakSampler, rssBytes } from './lib/cpu.js';
 import { download, upload } from './lib/load.js';
@@ -17,6 +16,7 @@ import { startBenchOrigin } from './lib/origin.js';
 import { portholePath } from './lib/paths.js';
 import { fmt, markdownTable, median, textTable } from './lib/stats.js';
 import { execFileSync } from 'node:child_process';
+import { machine, type Machine } from './lib/machine.js';
 
 export interface AgentMemoryOptions {
   sizeMiB?: number;
@@ -49,7 +49,7 @@ export interface AgentMemoryRow {
 export interface AgentMemoryResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  environment: Machine;
   options: Required<Omit<AgentMemoryOptions, 'log'>>;
   rows: AgentMemoryRow[];
   notes: string[];
@@ -82,7 +82,7 @@ function watch(t: Target): { stop(): number } {
 }
 
 /** One agent: as installed (the systemd unit's environment) or a bare `node porthole-agent.cjs run`. */
-export async function measure(node: string, installed: boolean, o: AgentMemoryResult['options'], log: (s: string) => void): Promise<AgentMemoryRow> {
+async function measure(node: string, installed: boolean, o: AgentMemoryResult['options'], log: (s: string) => void): Promise<AgentMemoryRow> {
   const unitEnv = installed ? installedAgentEnv() : {};
   const env = { ...unitEnv, ...(o.agentNodeOptions !== '' ? { NODE_OPTIONS: o.agentNodeOptions } : {}) };
   const shown = envText(env);
@@ -147,14 +147,13 @@ export async function benchAgentMemory(opts: AgentMemoryOptions = {}): Promise<A
   } finally {
     await stopAll();
   }
-  const c = cpus();
   const shipped = rows.filter((r) => r.installed);
   const worst = shipped.filter((r) => Number.isFinite(r.loadPeakAnon)).sort((a, b) => b.loadPeakAnon - a.loadPeakAnon)[0];
   const idleWorst = shipped.filter((r) => Number.isFinite(r.idleRss)).sort((a, b) => b.idleRss - a.idleRss)[0];
   return {
     date: new Date(started).toISOString(),
     durationSeconds: (Date.now() - started) / 1000,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    environment: machine(),
     options: o,
     rows,
     notes,

@@ -7,7 +7,6 @@
 // `node bench/dist/link.js [--quick] [--rtt 50,150] [--mbit 100] [--size MiB] [--json FILE] [--markdown FILE]`.
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { cpus, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { spawnManaged, stopAll } from '@porthole/e2e/procs';
 import { download, upload } from './lib/load.js';
@@ -17,6 +16,7 @@ import { startShaper } from './lib/shaper.js';
 import type { Shaper } from './lib/shaper.js';
 import { portholePath } from './lib/paths.js';
 import { fmt, markdownTable, median, textTable } from './lib/stats.js';
+import { machine, type Machine } from './lib/machine.js';
 
 export interface LinkOptions {
   /** Round-trip times to shape, ms. Default [50, 150]. */
@@ -42,7 +42,7 @@ export interface LinkRow {
 export interface LinkResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  environment: Machine;
   options: Required<Omit<LinkOptions, 'log'>>;
   method: string;
   rows: LinkRow[];
@@ -295,11 +295,10 @@ export async function benchLink(opts: LinkOptions = {}): Promise<LinkResult> {
   const started = Date.now();
   const log = opts.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const o: LinkResult['options'] = { rttsMs: opts.rttsMs ?? [50, 150], mbit: opts.mbit ?? 100, sizeMiB: opts.sizeMiB ?? 64, runs: opts.runs ?? 1 };
-  const c = cpus();
   const res: LinkResult = {
     date: new Date(started).toISOString(),
     durationSeconds: 0,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    environment: machine(),
     options: o,
     method: '',
     rows: [],

@@ -6,7 +6,6 @@
 // `node bench/dist/proxy.js [--quick] [--size MiB] [--runs N] [--streams N]
 // [--paths direct,nginx,ssh,porthole,porthole-tls] [--connections N] [--json FILE] [--markdown FILE]`.
 import { benchMain } from './lib/cli.js';
-import { cpus, release } from 'node:os';
 import { stopAll } from '@porthole/e2e/procs';
 import { download, latency, parallel, upload, wsEcho } from './lib/load.js';
 import type { EchoResult, LatencyResult } from './lib/load.js';
@@ -15,6 +14,7 @@ import { startBenchOrigin } from './lib/origin.js';
 import { directPath, nginxPath, portholePath, sshPath } from './lib/paths.js';
 import type { PathName, ProxyPath } from './lib/paths.js';
 import { fmt, markdownTable, median, ratio, textTable } from './lib/stats.js';
+import { machine, type Machine } from './lib/machine.js';
 
 export type { PathName } from './lib/paths.js';
 export type { LatencyResult } from './lib/load.js';
@@ -93,7 +93,7 @@ export interface Goal {
 export interface ProxyBenchResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  environment: Machine;
   options: Required<Omit<ProxyBenchOptions, 'log' | 'relayEnv' | 'agentEnv'>>;
   paths: PathResult[];
   goals: Goal[];
@@ -267,11 +267,10 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
     await origin.close();
     await stopAll();
   }
-  const c = cpus();
   return {
     date: new Date(started).toISOString(),
     durationSeconds: (Date.now() - started) / 1000,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    environment: machine(),
     options: o,
     paths: results,
     goals: goalsOf(results),

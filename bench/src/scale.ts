@@ -6,7 +6,6 @@
 // [--active N] [--reconnect N] [--json FILE] [--markdown FILE]`.
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { cpus, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
@@ -23,6 +22,7 @@ import { signInMany } from './lib/signin.js';
 import { startSimAgents } from './lib/sim-agents.js';
 import type { SimAgents, SimConfig } from './lib/sim-agents.js';
 import { fmt, markdownTable, percentile, textTable } from './lib/stats.js';
+import { machine, type Machine } from './lib/machine.js';
 
 export interface ScaleOptions {
   /** Tunnel counts to measure idle, ascending. Default [1000, 5000]. */
@@ -68,7 +68,7 @@ export interface ReconnectResult {
 export interface ScaleResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string; fdLimit: string };
+  environment: Machine & { fdLimit: string };
   options: Required<Omit<ScaleOptions, 'log'>>;
   baseline: MemoryAfterGc | undefined;
   idle: IdleStep[];
@@ -276,7 +276,6 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<ScaleResult> 
     await stopAll();
     await rm(dataDir, { recursive: true, force: true });
   }
-  const c = cpus();
   const largest = idle[idle.length - 1];
   const goals: ScaleResult['goals'] = [
     {
@@ -291,7 +290,7 @@ export async function benchScale(opts: ScaleOptions = {}): Promise<ScaleResult> 
   return {
     date: new Date(started).toISOString(),
     durationSeconds: (Date.now() - started) / 1000,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release(), fdLimit },
+    environment: { ...machine(), fdLimit },
     options: o,
     baseline,
     idle,

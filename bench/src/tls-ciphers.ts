@@ -6,12 +6,13 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { cpus, release, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { benchMain, verdict } from './lib/cli.js';
 import { fmt, markdownTable, median, textTable } from './lib/stats.js';
+import { machine, type Machine } from './lib/machine.js';
 
 const MiB = 1024 * 1024;
 const CIPHERS = { 'AES-256-GCM': 'TLS_AES_256_GCM_SHA384', 'ChaCha20-Poly1305': 'TLS_CHACHA20_POLY1305_SHA256' } as const;
@@ -34,7 +35,7 @@ export interface TlsCipherRow {
 export interface TlsCipherResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  environment: Machine;
   options: Required<TlsCipherOptions>;
   rows: TlsCipherRow[];
   goals: { description: string; pass: boolean | undefined; detail: string }[];
@@ -166,11 +167,10 @@ export async function benchTlsCiphers(opts: TlsCipherOptions = {}): Promise<TlsC
   };
   const aes = cost('AES-256-GCM', 'no AES instructions');
   const chacha = cost('ChaCha20-Poly1305', 'no AES instructions');
-  const c = cpus();
   return {
     date: new Date(started).toISOString(),
     durationSeconds: (Date.now() - started) / 1000,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    environment: machine(),
     options: o,
     rows,
     goals: [

@@ -9,7 +9,6 @@ import { benchMain } from './lib/cli.js';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { IncomingMessage } from 'node:http';
-import { cpus, release } from 'node:os';
 import { signInToDevice } from '@porthole/e2e/auth';
 import { readMjpeg } from '@porthole/e2e/mjpeg';
 import { addDevice, agentConfig, relayCommand, startAgent, startRelay, stopAll } from '@porthole/e2e/procs';
@@ -18,6 +17,7 @@ import { cpuMeter } from './lib/cpu.js';
 import { frameStamp, startMjpegSource } from './lib/mjpeg-source.js';
 import type { MjpegSourceProcess, SourceStats } from './lib/mjpeg-source.js';
 import { fmt, markdownTable, median, percentile, textTable } from './lib/stats.js';
+import { machine, type Machine } from './lib/machine.js';
 
 export interface WebcamBenchOptions {
   /** Live viewers through Porthole, one step each (cumulative). Default 1, 5, 10, 20, 50. */
@@ -69,7 +69,7 @@ export interface WebcamGoal {
 export interface WebcamBenchResult {
   date: string;
   durationSeconds: number;
-  environment: { node: string; cpus: number; cpuModel: string; kernel: string };
+  environment: Machine;
   options: { viewers: number[]; seconds: number; warmupMs: number; fps: number; width: number; height: number };
   /** Source JPEG sizes, bytes (min–max). */
   frameBytes: { min: number; max: number };
@@ -325,11 +325,10 @@ export async function benchWebcam(opts: WebcamBenchOptions = {}): Promise<Webcam
     await r?.source.close();
     await stopAll();
   }
-  const c = cpus();
   return {
     date: new Date(started).toISOString(),
     durationSeconds: (Date.now() - started) / 1000,
-    environment: { node: process.version, cpus: c.length, cpuModel: c[0]?.model ?? '?', kernel: release() },
+    environment: machine(),
     options: o,
     frameBytes,
     relayRssBaselineMiB: baseline / MiB,
