@@ -2,6 +2,7 @@
 // streams with it). http.Agent calls setTimeout with the same value on every reuse; the timer
 // must still measure idleness from the last activity, and a changed or cleared timeout applies.
 import { once } from 'node:events';
+import http from 'node:http';
 import { memoryPair, type Stream } from '@porthole/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { asSocket } from '../src/tunnel/socket-like.js';
@@ -64,5 +65,62 @@ describe('asSocket idle timeout', () => {
     expect(relaySide.timeout).toBe(0);
     await sleep(400);
     expect(fired).toBe(1);
+  }, 20_000);
+
+  it('follows net.Socket: a callback given with 0 is removed, not added', async () => {
+    const { relaySide } = await pairStream();
+    const cb = () => undefined;
+    relaySide.setTimeout(1000, cb);
+    expect(relaySide.listenerCount('timeout')).toBe(1);
+    relaySide.setTimeout(0, cb);
+    expect(relaySide.listenerCount('timeout')).toBe(0);
+    expect(relaySide.timeout).toBe(0);
+  });
+});
+
+describe('asSocket under http.Agent', () => {
+  // Node's HTTP client adds a 'timeout' listener to the socket when a request begins and removes
+  // it with setTimeout(0, listener) when the request ends on a kept-alive socket. Taking that 0 as
+  // "add" grew the listeners by two per request on a busy stream, and the idle timeout, when it
+  // finally fired, ran every one of them (a relay profile showed 7% of its time in removing them).
+  it('keeps the listeners of a kept-alive stream bounded over many requests, and still drops it when idle', async () => {
+    const { relaySide, agentSide } = await pairStream();
+    const server = http.createServer((req, res) => {
+      req.resume();
+      res.end('ok');
+    });
+    server.emit('connection', agentSide);
+    let opened = 0;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1, timeout: 300 });
+    (agent as unknown as { createConnection: unknown }).createConnection = () => {
+      opened++;
+      return relaySide;
+    };
+    cleanups.push(() => {
+      agent.destroy();
+      server.close();
+    });
+    const get = () =>
+      new Promise<string>((resolve, reject) => {
+        const req = http.request({ agent, host: '127.0.0.1', port: 1, path: '/' }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => resolve(body));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const counts: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      expect(await get()).toBe('ok');
+      counts.push(relaySide.listenerCount('timeout'));
+    }
+    expect(opened).toBe(1); // one stream carried all of them
+    expect(Math.max(...counts)).toBe(counts[0]);
+    expect(counts[0]).toBeLessThanOrEqual(2);
+    // Idle past the agent's timeout: the agent destroys the free stream.
+    await once(relaySide, 'close');
+    expect(relaySide.destroyed).toBe(true);
   }, 20_000);
 });

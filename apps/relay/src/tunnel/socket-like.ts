@@ -24,25 +24,25 @@ export function asSocket(stream: Stream): TunnelSocket {
   const s = stream as TunnelSocket;
   let idleMs = 0;
   let timer: NodeJS.Timeout | undefined;
+  /** When the armed timer fires. */
+  let due = 0;
   let lastActivity = Date.now();
   s.bytesRead = 0;
   s.bytesWritten = 0;
-  const arm = () => {
-    if (timer !== undefined) clearTimeout(timer);
+  const schedule = (ms: number) => {
+    due = Date.now() + ms;
+    timer = setTimeout(fire, ms);
+    timer.unref();
+  };
+  // The timer is lazy: activity only moves lastActivity, and a firing timer re-checks it (and the
+  // timeout in force, 0 = off) before it emits. http.Agent turns the timeout off and on again
+  // around every request on a kept-alive stream; that must not cost two timers a request.
+  const fire = () => {
     timer = undefined;
     if (idleMs <= 0 || s.destroyed) return;
-    const fire = () => {
-      const idle = Date.now() - lastActivity;
-      if (idle >= idleMs) {
-        timer = undefined;
-        s.emit('timeout');
-      } else {
-        timer = setTimeout(fire, idleMs - idle);
-        timer.unref();
-      }
-    };
-    timer = setTimeout(fire, idleMs);
-    timer.unref();
+    const idle = Date.now() - lastActivity;
+    if (idle >= idleMs) s.emit('timeout');
+    else schedule(idleMs - idle);
   };
   // Count inbound bytes where they enter the Readable; a 'data' listener would switch the stream
   // to flowing mode before the HTTP parser is attached.
@@ -61,16 +61,25 @@ export function asSocket(stream: Stream): TunnelSocket {
     lastActivity = Date.now();
     return origWrite(...args);
   };
+  // net.Socket's semantics, which Node's HTTP client relies on: a callback given with a timeout
+  // listens for it once; a callback given with 0 is removed (the client does this when a request
+  // on a kept-alive socket ends, for the listener it added when the request began).
   s.setTimeout = (ms: number, cb?: () => void) => {
-    if (cb !== undefined) s.once('timeout', cb);
     lastActivity = Date.now();
-    // http.Agent sets the same timeout on every reuse: an armed timer already re-checks the
-    // last activity when it fires, so only a change of the timeout re-arms it.
-    if (ms !== idleMs || (timer === undefined && ms > 0)) {
-      idleMs = ms;
-      arm();
+    idleMs = ms > 0 ? ms : 0;
+    s.timeout = idleMs;
+    if (cb !== undefined) {
+      if (idleMs === 0) s.removeListener('timeout', cb);
+      else s.once('timeout', cb);
     }
-    s.timeout = ms;
+    if (idleMs > 0 && !s.destroyed) {
+      // An armed timer re-checks when it fires, unless it would fire later than this timeout allows.
+      if (timer === undefined) schedule(idleMs);
+      else if (due > lastActivity + idleMs) {
+        clearTimeout(timer);
+        schedule(idleMs);
+      }
+    }
     return s;
   };
   s.setNoDelay = () => s;
