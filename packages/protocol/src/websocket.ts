@@ -4,7 +4,7 @@ import type { SessionConfig } from './config.js';
 import { ErrorCode, ProtocolError, SessionError } from './errors.js';
 import { GoAwayCode } from './frame.js';
 import { Session, type Clock, type Role } from './session.js';
-import { readServerFramesDirectly } from './ws-reader.js';
+import { readFramesDirectly } from './ws-reader.js';
 
 export interface WebSocketSessionOptions {
   role: Role;
@@ -17,9 +17,9 @@ export interface WebSocketSessionOptions {
    */
   zeroMask?: boolean;
   /**
-   * Client role only: read the server's frames off the socket ourselves (ws-reader.ts), handing
-   * payloads to the session as the socket delivers them instead of as whole ws messages. Falls
-   * back to ws's messages when ws is not in the state that allows it.
+   * Read the peer's frames off the socket ourselves (ws-reader.ts), handing payloads to the
+   * session as the socket delivers them instead of as whole ws messages. Falls back to ws's
+   * messages when ws is not in the state that allows it.
    */
   readDirect?: boolean;
 }
@@ -104,9 +104,10 @@ export function sessionOverWebSocket(ws: WebSocket, opts: WebSocketSessionOption
   const hwm = session.config.transportHighWaterMark;
   const s = session;
   ws.binaryType = 'nodebuffer';
-  if (opts.role === 'client' && opts.readDirect === true) {
-    readServerFramesDirectly(
+  if (opts.readDirect === true) {
+    readFramesDirectly(
       ws,
+      opts.role === 'client' ? 'server' : 'client',
       (bytes) => s.receive(bytes),
       (err) => {
         s.close(err); // GoAway and a 1002 close frame, then drop the connection: its bytes make no sense

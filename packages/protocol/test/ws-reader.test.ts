@@ -1,6 +1,7 @@
-// The agent reads the relay's WebSocket frames itself (ws-reader.ts): payloads go to the session
-// as the socket delivers them, control frames to ws's receiver. A real ws server on 127.0.0.1 is
-// the relay; raw bytes written to its socket are the hostile one.
+// The agent reads the relay's WebSocket frames itself (ws-reader.ts), and the relay the agent's:
+// payloads go to the session as the socket delivers them, control frames to ws's receiver. Real ws
+// servers and clients on 127.0.0.1 are the relay and the agent; raw bytes written to a socket are
+// the hostile peer.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
@@ -12,29 +13,37 @@ import { Flag, FrameType } from '../src/frame.js';
 import type { Session } from '../src/session.js';
 import type { Stream } from '../src/stream.js';
 import { sessionOverWebSocket } from '../src/websocket.js';
-import { ServerFrameReader } from '../src/ws-reader.js';
+import { FrameReader } from '../src/ws-reader.js';
 import { parseFrames, pseudoRandomBytes, rawFrame, readAll } from './helpers.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-/** A server frame's bytes: FIN and opcode, unmasked, with the length in 7, 16 or 64 bits. */
-function serverFrame(opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: number; mask?: boolean } = {}): Buffer {
+/**
+ * A frame's bytes: FIN and opcode, the length in 7, 16 or 64 bits; `mask: true` sets the mask bit
+ * with an all-zero key (the agent's), a Buffer masks the payload with that key (any ws client's).
+ */
+function wsFrame(opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: number; mask?: boolean | Buffer } = {}): Buffer {
   const n = payload.length;
   const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const h = Buffer.alloc(2 + ext + (opts.mask === true ? 4 : 0));
+  const masked = opts.mask !== undefined && opts.mask !== false;
+  const h = Buffer.alloc(2 + ext + (masked ? 4 : 0));
   h[0] = (opts.fin === false ? 0 : 0x80) | ((opts.rsv ?? 0) << 4) | opcode;
-  h[1] = (opts.mask === true ? 0x80 : 0) | (ext === 0 ? n : ext === 2 ? 126 : 127);
+  h[1] = (masked ? 0x80 : 0) | (ext === 0 ? n : ext === 2 ? 126 : 127);
   if (ext === 2) h.writeUInt16BE(n, 2);
   if (ext === 8) h.writeUIntBE(n, 4, 6);
-  return Buffer.concat([h, payload]);
+  if (!Buffer.isBuffer(opts.mask)) return Buffer.concat([h, payload]);
+  const key = opts.mask;
+  key.copy(h, 2 + ext);
+  return Buffer.concat([h, Buffer.from(payload.map((byte, i) => byte ^ key[i & 3]!))]);
 }
+const serverFrame = (opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: number; mask?: boolean } = {}) => wsFrame(opcode, payload, opts);
 
-describe('ServerFrameReader', () => {
+describe('FrameReader, reading a server', () => {
   function read(bytes: Buffer, chunk: number): { data: Buffer; control: Buffer[]; errors: string[] } {
     const data: Buffer[] = [];
     const control: Buffer[] = [];
     const errors: string[] = [];
-    const r = new ServerFrameReader(
+    const r = new FrameReader(
       (b) => data.push(Buffer.from(b)),
       (f) => control.push(Buffer.from(f)),
       (e) => errors.push(`${e.code}: ${e.message}`),
@@ -72,7 +81,7 @@ describe('ServerFrameReader', () => {
     const bytes = serverFrame(0x2, big);
     const reads: Buffer[] = [];
     const handed: Buffer[] = [];
-    const r = new ServerFrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message));
+    const r = new FrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message));
     for (let off = 0; off < bytes.length; off += 64 * KiB) {
       const read = Buffer.from(bytes.subarray(off, off + 64 * KiB));
       reads.push(read);
@@ -110,6 +119,85 @@ describe('ServerFrameReader', () => {
     expect(got.data.equals(a)).toBe(true);
     expect(got.control).toHaveLength(1);
   });
+});
+
+describe('FrameReader, reading a client', () => {
+  function read(bytes: Buffer, chunk: number): { data: Buffer; control: Buffer[]; errors: string[]; handed: Buffer[] } {
+    const handed: Buffer[] = [];
+    const control: Buffer[] = [];
+    const errors: string[] = [];
+    const r = new FrameReader(
+      (b) => handed.push(b),
+      (f) => control.push(Buffer.from(f)),
+      (e) => errors.push(`${e.code}: ${e.message}`),
+      'client',
+    );
+    // Fresh buffers, as a socket's reads are: the reader may unmask them in place.
+    for (let off = 0; off < bytes.length; off += chunk) r.write(Buffer.from(bytes.subarray(off, off + chunk)));
+    return { data: Buffer.concat(handed), control, errors, handed };
+  }
+
+  const a = pseudoRandomBytes(100, 11);
+  const b = pseudoRandomBytes(70_000, 12); // 64-bit length
+  const c = pseudoRandomBytes(301, 13); // 16-bit length, not a multiple of the key's 4 bytes
+  const key = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
+  const zero = true;
+  const ping = wsFrame(0x9, Buffer.from('are you there'), { mask: key });
+  const pong = wsFrame(0xa, Buffer.alloc(0), { mask: zero });
+  const wire = Buffer.concat([
+    wsFrame(0x2, a, { mask: key }),
+    ping,
+    wsFrame(0x2, c.subarray(0, 10), { fin: false, mask: zero }),
+    pong,
+    wsFrame(0x0, c.subarray(10, 203), { fin: false, mask: Buffer.from([1, 2, 3, 4]) }),
+    wsFrame(0x0, c.subarray(203), { fin: true, mask: key }),
+    wsFrame(0x2, b, { mask: key }),
+    wsFrame(0x2, b.subarray(0, 5000), { mask: zero }),
+    wsFrame(0x2, Buffer.alloc(0), { mask: key }),
+  ]);
+
+  for (const chunk of [1, 2, 3, 5, 7, 13, 4096, wire.length]) {
+    it(`unmasks and hands on exactly the binary payload bytes, each control frame whole and still masked (reads of ${chunk} bytes)`, () => {
+      const got = read(wire, chunk);
+      expect(got.errors).toEqual([]);
+      expect(sha(got.data)).toBe(sha(Buffer.concat([a, c, b, b.subarray(0, 5000)])));
+      expect(got.control.map((f) => f.toString('hex'))).toEqual([ping.toString('hex'), pong.toString('hex')]);
+    });
+  }
+
+  it("passes the agent's zero-masked payload on as views of the reads it came in, not copies", () => {
+    const big = pseudoRandomBytes(256 * KiB, 14);
+    const bytes = wsFrame(0x2, big, { mask: zero });
+    const reads: Buffer[] = [];
+    const handed: Buffer[] = [];
+    const r = new FrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message), 'client');
+    for (let off = 0; off < bytes.length; off += 64 * KiB) {
+      const read = Buffer.from(bytes.subarray(off, off + 64 * KiB));
+      reads.push(read);
+      r.write(read);
+    }
+    expect(sha(Buffer.concat(handed))).toBe(sha(big));
+    for (const h of handed) expect(reads.some((read) => read.buffer === h.buffer)).toBe(true);
+  });
+
+  const refusals: [string, Buffer, RegExp][] = [
+    ['an unmasked frame', wsFrame(0x2, Buffer.from('hi')), /unmasked frame from the client/],
+    ['an unmasked control frame', wsFrame(0x9, Buffer.from('hi')), /unmasked frame from the client/],
+    ['a text message', wsFrame(0x1, Buffer.from('hi'), { mask: key }), /text message/],
+    ['RSV bits', wsFrame(0x2, Buffer.from('hi'), { rsv: 2, mask: key }), /RSV/],
+    ['a continuation with no message', wsFrame(0x0, Buffer.from('hi'), { mask: key }), /continuation/],
+    ['a fragmented control frame', wsFrame(0x9, Buffer.from('x'), { fin: false, mask: key }), /control frame/],
+    ['an oversized control frame', wsFrame(0x9, Buffer.alloc(126), { mask: key }), /control frame/],
+    ['a length beyond 2^53', Buffer.from([0x82, 0x80 | 127, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3, 4]), /2\^53/],
+  ];
+  for (const [what, bytes, message] of refusals) {
+    it(`refuses ${what}, once, and reads nothing after it`, () => {
+      const got = read(Buffer.concat([bytes, wsFrame(0x2, Buffer.from('after'), { mask: key })]), 1);
+      expect(got.errors).toHaveLength(1);
+      expect(got.errors[0]).toMatch(message);
+      expect(got.data.toString()).not.toContain('after');
+    });
+  }
 });
 
 interface Pair {
@@ -250,4 +338,128 @@ describe('a client session that reads the server frames directly', () => {
       expect((p.client.closeError as { code?: string } | undefined)?.code).toBe(code);
     });
   }
+});
+
+interface ServerPair {
+  server: Session;
+  client: Session | undefined;
+  clientWs: WebSocket;
+  serverWs: WebSocket;
+  /** 'message' events ws emitted on the server: none once the session reads directly. */
+  serverMessages: () => number;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The relay's kind of server (a session that reads the client's frames itself, taking over in
+ * ws's connection callback as the relay does) and a client: the agent's (zero mask key), any ws
+ * client's (a random key per frame), or bare for raw frames.
+ */
+async function serverPair(client: 'agent' | 'random-mask' | 'bare'): Promise<ServerPair> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+  await once(wss, 'listening');
+  const { port } = wss.address() as AddressInfo;
+  let server: Session | undefined;
+  let messages = 0;
+  const accepted = new Promise<WebSocket>((resolve) => {
+    wss.once('connection', (ws: WebSocket) => {
+      server = sessionOverWebSocket(ws, { role: 'server', config: { keepAliveInterval: 0 }, readDirect: true });
+      ws.on('message', () => messages++);
+      resolve(ws);
+    });
+  });
+  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`, {
+    perMessageDeflate: false,
+    ...(client === 'agent' ? { generateMask: (m: Buffer) => void m.fill(0) } : {}),
+  });
+  await once(clientWs, 'open');
+  const session =
+    client === 'bare'
+      ? undefined
+      : sessionOverWebSocket(clientWs, { role: 'client', config: { keepAliveInterval: 0 }, zeroMask: client === 'agent', readDirect: true });
+  const serverWs = await accepted;
+  return {
+    server: server!,
+    client: session,
+    clientWs,
+    serverWs,
+    serverMessages: () => messages,
+    cleanup: async () => {
+      session?.close();
+      server!.close();
+      clientWs.terminate();
+      serverWs.terminate();
+      await new Promise<void>((r) => wss.close(() => r()));
+    },
+  };
+}
+
+describe("a server session that reads the client's frames directly", () => {
+  for (const kind of ['agent', 'random-mask'] as const) {
+    it(`carries 8 parallel streams both ways byte for byte from ${kind === 'agent' ? "the agent's zero-masked" : "a ws client's randomly masked"} frames, with no ws message events`, async () => {
+      const p = await serverPair(kind);
+      cleanups.push(p.cleanup);
+      p.client!.on('stream', (s: Stream) => {
+        s.on('error', () => undefined);
+        s.pipe(s);
+      });
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const data = pseudoRandomBytes(2 * MiB + i * 4099, i + 21);
+          const s = p.server.openStream();
+          const back = readAll(s);
+          await writeAll(s, data, [1000, 16 * KiB, 64 * KiB, 300 * KiB][i % 4]!);
+          expect(sha(await back)).toBe(sha(data));
+        }),
+      );
+      expect(p.serverMessages()).toBe(0);
+      expect(p.client!.closed || p.server.closed).toBe(false);
+    }, 30_000);
+  }
+
+  it("answers the client's WebSocket pings and takes its close code, through ws's own receiver", async () => {
+    const p = await serverPair('random-mask');
+    cleanups.push(p.cleanup);
+    const pong = once(p.clientWs, 'pong');
+    p.clientWs.ping(Buffer.from('relay?'));
+    expect((await pong)[0].toString()).toBe('relay?');
+    const closed = once(p.serverWs, 'close');
+    p.clientWs.close(4001, 'agent stopping');
+    const [code, reason] = await closed;
+    expect(code).toBe(4001);
+    expect(reason.toString()).toBe('agent stopping');
+    expect(p.server.closed).toBe(true);
+  });
+
+  for (const [what, bytes, code] of [
+    ['an unmasked frame', wsFrame(0x2, rawFrame(FrameType.Ping, Flag.SYN, 0, 1)), ErrorCode.InvalidWebSocketFrame],
+    ['a text message', wsFrame(0x1, Buffer.from('{"hello":1}'), { mask: Buffer.from([9, 8, 7, 6]) }), ErrorCode.InvalidType],
+    ['RSV bits with no extension', wsFrame(0x2, rawFrame(FrameType.Ping, Flag.SYN, 0, 1), { rsv: 4, mask: true }), ErrorCode.InvalidWebSocketFrame],
+  ] as const) {
+    it(`ends the session on ${what} from the client and drops the connection`, async () => {
+      const p = await serverPair('bare');
+      cleanups.push(p.cleanup);
+      const closed = once(p.clientWs, 'close');
+      (p.clientWs as unknown as { _socket: Socket })._socket.write(bytes);
+      await closed;
+      expect(p.server.closed).toBe(true);
+      expect((p.server.closeError as { code?: string } | undefined)?.code).toBe(code);
+    });
+  }
+
+  it('takes a yamux ping split over masked fragments with a WebSocket ping between them', async () => {
+    const p = await serverPair('bare');
+    cleanups.push(p.cleanup);
+    const socket = (p.clientWs as unknown as { _socket: Socket })._socket;
+    const yamuxPing = rawFrame(FrameType.Ping, Flag.SYN, 0, 0x0a0b_0c0d);
+    const answer = once(p.clientWs, 'message') as Promise<[Buffer, boolean]>;
+    const wsPong = once(p.clientWs, 'pong');
+    socket.write(wsFrame(0x2, yamuxPing.subarray(0, 3), { fin: false, mask: Buffer.from([1, 2, 3, 4]) }));
+    socket.write(wsFrame(0x9, Buffer.from('ws ping'), { mask: Buffer.from([5, 6, 7, 8]) }));
+    socket.write(wsFrame(0x0, yamuxPing.subarray(3, 9), { fin: false, mask: true }));
+    socket.write(wsFrame(0x0, yamuxPing.subarray(9), { fin: true, mask: Buffer.from([0xff, 0, 0xff, 0]) }));
+    const [msg] = await answer;
+    expect(parseFrames(msg)).toEqual([{ header: { version: 0, type: FrameType.Ping, flags: Flag.ACK, streamId: 0, length: 0x0a0b_0c0d } }]);
+    expect((await wsPong)[0].toString()).toBe('ws ping');
+  });
 });

@@ -25,7 +25,11 @@ export interface AgentEndpointOptions {
   log: Logger;
   session?: Partial<SessionConfig>;
   tunnel: TunnelOptions;
-  /** Largest WebSocket message accepted from an agent. */
+  /**
+   * Largest WebSocket message accepted from an agent while ws gathers messages, which it does only
+   * when the session could not take the reading over (sessionOverWebSocket's readDirect): the
+   * session's own reader holds no message, only the bytes of the socket read in hand.
+   */
   maxPayload: number;
   /** A credential was refused (metrics). */
   onRefused?: (reason: 'unknown' | 'revoked' | 'malformed' | 'missing' | 'throttled') => void;
@@ -120,7 +124,7 @@ export function createAgentEndpoint(opts: AgentEndpointOptions) {
         }
         const device = result.device;
         wss.handleUpgrade(req, socket, head, (ws) => {
-          const session = sessionOverWebSocket(ws, { role: 'server', config: opts.session });
+          const session = sessionOverWebSocket(ws, { role: 'server', config: opts.session, readDirect: true });
           const tunnel = new DeviceTunnel(
             { deviceId: device.id, slug: device.slug, name: device.name, remote, hello: h },
             session,
