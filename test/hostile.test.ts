@@ -2,6 +2,7 @@
 // request smuggling shapes, oversized and slow requests, a device's stream cap, WebSocket abuse
 // and agent-endpoint floods. Each attack is refused before anything reaches the printer, and
 // after each one a signed-in user still gets the printer's page through the tunnel.
+import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeHello, type Hello } from '@porthole/protocol';
@@ -384,22 +385,43 @@ describe('WebSocket abuse', () => {
     await survived("owner WebSocket: a 4 MiB message, then the printer's 1009", 'echoed whole; the printer\'s close 1009 reached the phone', r.ms);
   });
 
-  it('the agent endpoint closes an oversized message with 1009, and a fragment flood too', async () => {
+  it('the agent endpoint gathers no WebSocket message: a frame declared 1 TiB long is read as it arrives, bad bytes in it end the tunnel', async () => {
+    // The relay reads agent frames itself and hands their bytes to the tunnel as they arrive, so
+    // there is no message to grow: a ping inside a frame whose length says 1 TiB is answered at
+    // once (ws would have waited for the whole terabyte, or refused it with 1009 at 8 MiB), and
+    // the first bytes that are not yamux end that tunnel with 1002.
     const headers = { host: `localhost:${relay.port}`, authorization: `Bearer ${spare.credential}`, 'porthole-hello': encodeHello(hello) };
     const url = `ws://127.0.0.1:${relay.port}/_porthole/agent`;
-    const big = await openWs(url, headers, '127.0.0.20');
-    const c1 = closed(big);
-    big.send(Buffer.alloc(9 * 1024 * 1024));
+    const huge = await openWs(url, headers, '127.0.0.20');
+    const socket = (huge as unknown as { _socket: Socket })._socket;
+    const c1 = closed(huge);
+    // The relay's frames, yamux headers (12 bytes) and any Data payloads, until our ping's answer.
+    const answered = new Promise<string>((resolve) => {
+      huge.on('message', (m: Buffer) => {
+        for (let off = 0; off + 12 <= m.length; off += 12 + (m[off + 1] === 0 ? m.readUInt32BE(off + 8) : 0)) {
+          const frame = m.subarray(off, off + 12).toString('hex');
+          if (frame.startsWith('00020002')) resolve(frame); // Ping with ACK
+        }
+      });
+    });
+    const head = Buffer.alloc(14); // FIN + binary, masked with a zero key, 64-bit length 2^40
+    head[0] = 0x82;
+    head[1] = 0x80 | 127;
+    head.writeBigUInt64BE(1n << 40n, 2);
+    const yamuxPing = Buffer.from([0, 2, 0, 1, 0, 0, 0, 0, 0x0b, 0xad, 0xf0, 0x0d]); // Ping, SYN, opaque 0x0badf00d
+    socket.write(Buffer.concat([head, yamuxPing]));
+    expect(await answered).toBe('00020002000000000badf00d'); // Ping, ACK, stream 0, our opaque value
+    socket.write(Buffer.alloc(64 * 1024)); // zeros: a Data frame on stream 0, which is no stream
     const r1 = await c1;
-    expect(r1.code).toBe(1009);
-    await survived('agent endpoint: a 9 MiB message', 'close 1009', r1.ms);
+    expect(r1.code).toBe(1002);
+    await survived('agent endpoint: a frame declared 1 TiB long, a ping inside, then garbage', 'ping answered at once; close 1002', r1.ms);
     const flood = await openWs(url, headers, '127.0.0.21');
     const c2 = closed(flood);
     const piece = Buffer.alloc(1024);
     for (let i = 0; i < 9 * 1024; i++) flood.send(piece, { fin: false, binary: true });
     const r2 = await c2;
-    expect(r2.code).toBe(1009);
-    await survived('agent endpoint: 9,216 fragments of 1 KiB', 'close 1009', r2.ms);
+    expect(r2.code).toBe(1002);
+    await survived('agent endpoint: 9,216 fragments of 1 KiB of zeros', 'close 1002 at the first frame', r2.ms);
   });
 
   it('yamux garbage from an authenticated agent ends only its own tunnel', async () => {
