@@ -9,7 +9,7 @@ import { benchMain } from './lib/cli.js';
 import { stopAll } from '@porthole/e2e/procs';
 import { download, latency, parallel, upload, wsEcho } from './lib/load.js';
 import type { EchoResult, LatencyResult } from './lib/load.js';
-import { peakSampler } from './lib/cpu.js';
+import { cpuMeter, peakSampler } from './lib/cpu.js';
 import { startBenchOrigin } from './lib/origin.js';
 import { directPath, nginxPath, portholePath, sshPath } from './lib/paths.js';
 import type { PathName, ProxyPath } from './lib/paths.js';
@@ -80,6 +80,11 @@ export interface PathResult {
   farEnd?: CpuResult;
   /** The other end (ssh client, relay) or the proxy itself (nginx) or the origin (direct). */
   nearEnd?: CpuResult;
+  /**
+   * Every process the bytes pass through: the load client (the phone's part), both ends, the
+   * origin. On a machine whose cores they all share, this is what bounds the throughput.
+   */
+  allProcesses?: CpuResult;
 }
 
 export interface Goal {
@@ -107,7 +112,13 @@ function emptyTransfer(): TransferSummary {
   return { runsMBps: [], medianMBps: NaN };
 }
 
-async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (s: string) => void): Promise<PathResult> {
+/** This process's CPU seconds: the load client's (the bench drives the load from here). */
+const loadClientCpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+async function benchPath(path: ProxyPath, originPid: number, o: ProxyBenchResult['options'], log: (s: string) => void): Promise<PathResult> {
   const r: PathResult = {
     name: path.name,
     label: path.label,
@@ -119,7 +130,10 @@ async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (
     uploadN: emptyTransfer(),
   };
   const size = o.sizeMiB * MiB;
-  const sides = [path.farEnd, path.nearEnd];
+  // The direct path's near end is the origin: counted once.
+  const origin = path.nearEnd?.label === 'origin' ? undefined : { label: 'origin', meter: cpuMeter(() => [originPid]) };
+  const client = { label: 'load client', meter: loadClientCpu };
+  const sides = [path.farEnd, path.nearEnd, origin, client];
   const cpu: { down: (number | undefined)[]; up: (number | undefined)[] } = { down: [], up: [] };
 
   const farRss = path.farEnd?.rss;
@@ -165,6 +179,13 @@ async function benchPath(path: ProxyPath, o: ProxyBenchResult['options'], log: (
   };
   r.farEnd = cpuResult(0);
   r.nearEnd = cpuResult(1);
+  const parts = sides.map((_, i) => cpuResult(i)).filter((c): c is CpuResult => c !== undefined);
+  r.allProcesses = {
+    label: parts.map((c) => c.label).join(' + '),
+    downSecPerGiB: parts.reduce((t, c) => t + c.downSecPerGiB, 0),
+    upSecPerGiB: parts.reduce((t, c) => t + c.upSecPerGiB, 0),
+    secPerGiB: parts.reduce((t, c) => t + c.secPerGiB, 0),
+  };
 
   log(`  ${path.label}: latency, 1 connection, ${o.latency1Ms / 1000} s`);
   r.latency1 = await latency(path.target, { connections: 1, durationMs: o.latency1Ms });
@@ -244,7 +265,7 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
               : name === 'ssh'
                 ? await sshPath(origin.port)
                 : await portholePath(origin.port, { relayEnv: opts.relayEnv, agentEnv: opts.agentEnv, tls: name === 'porthole-tls' });
-        results.push(await benchPath(path, o, log));
+        results.push(await benchPath(path, origin.proc.pid, o, log));
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         log(`${name}: FAILED: ${message}`);
@@ -298,6 +319,7 @@ function mainRows(res: ProxyBenchResult): { header: string[]; rows: string[][] }
     'WS echo p99 ms',
     'far-end CPU s/GiB',
     'near-end CPU s/GiB',
+    'all processes CPU s/GiB',
     'far-end RSS MB idle / peak',
   ];
   const rows = res.paths.map((p) =>
@@ -317,6 +339,7 @@ function mainRows(res: ProxyBenchResult): { header: string[]; rows: string[][] }
           fmt(p.echo?.p99Ms, 3),
           cpuCell(p.farEnd),
           cpuCell(p.nearEnd),
+          p.allProcesses ? `${fmt(p.allProcesses.secPerGiB, 2)} (${fmt(p.allProcesses.downSecPerGiB, 2)}↓ ${fmt(p.allProcesses.upSecPerGiB, 2)}↑)` : '–',
           p.farRssIdle !== undefined ? `${fmt(p.farRssIdle / 1e6, 1)} / ${fmt((p.farRssPeak ?? NaN) / 1e6, 1)}` : '–',
         ]
       : [p.label, 'failed', ...header.slice(2).map(() => '–')],
@@ -344,6 +367,7 @@ function ratioRows(res: ProxyBenchResult, name: 'porthole' | 'porthole-tls'): { 
   const rows = metrics.map(([label, f]) => [label, ...others.map((o) => ratio(f(ph), f(o)))]);
   const ssh = others.find((o) => o.name === 'ssh');
   if (ssh) rows.push(['far-end CPU/GiB (agent ÷ sshd)', ...others.map((o) => (o === ssh ? ratio(ph.farEnd?.secPerGiB, ssh.farEnd?.secPerGiB) : '–'))]);
+  rows.push(['all processes CPU/GiB', ...others.map((o) => ratio(ph.allProcesses?.secPerGiB, o.allProcesses?.secPerGiB))]);
   return { header: [`${ph.label} ÷`, ...others.map((o) => o.label)], rows };
 }
 
@@ -375,7 +399,8 @@ export function renderProxyText(res: ProxyBenchResult): string {
   out.push(
     '',
     'CPU s/GiB: user+system CPU seconds per GiB moved, downloads and uploads averaged (↓ download, ↑ upload); far end = the printer side',
-    '(sshd for ssh -L, the agent for Porthole), near end = the other side (ssh client, relay; nginx itself; the origin when direct).',
+    '(sshd for ssh -L, the agent for Porthole), near end = the other side (ssh client, relay; nginx itself; the origin when direct);',
+    'all processes = the load client (the phone\'s part), both ends and the origin: with every core busy, throughput is about cores ÷ this.',
   );
   return out.join('\n');
 }
@@ -395,7 +420,10 @@ export function renderProxyMarkdown(res: ProxyBenchResult): string {
     '',
     'CPU s/GiB is user+system CPU seconds per GiB moved, downloads and uploads averaged (↓ download only, ↑ upload only). The far end is the side ' +
       'that runs on the printer: sshd for `ssh -L`, the agent for Porthole; the near end is the ssh client, the relay, ' +
-      'nginx itself, or the origin for the direct path.',
+      'nginx itself, or the origin for the direct path. "All processes" adds the load client (this bench process, in the part of the phone: ' +
+      'it reads or sends the bytes, over HTTPS for Porthole TLS) and the origin: every process the bytes pass through. They share this ' +
+      "machine's cores, so once the cores are busy a path's throughput is about the number of cores ÷ that figure, whichever process spends it. " +
+      'On a real deployment they run on three machines (phone, relay, Pi), and only the far end runs on the Pi.',
   );
   return out.join('\n');
 }
