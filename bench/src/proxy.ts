@@ -189,17 +189,31 @@ async function benchPath(path: ProxyPath, originPid: number, o: ProxyBenchResult
 
   log(`  ${path.label}: latency, 1 connection, ${o.latency1Ms / 1000} s`);
   r.latency1 = await latency(path.target, { connections: 1, durationMs: o.latency1Ms });
-  // Under load a burst from a neighbour on this shared machine can sink one 5 s run: the run with
-  // the median req/s of `runs` stands for the path, as the transfers' medians do.
-  const loaded: LatencyResult[] = [];
-  for (let i = 0; i < o.runs; i++) {
-    loaded.push(await latency(path.target, { connections: o.connections, durationMs: o.latencyNMs }));
-    log(`  ${path.label}: latency, ${o.connections} connections, ${o.latencyNMs / 1000} s, ${i + 1}/${o.runs}: ${fmt(loaded.at(-1)!.rps)} req/s`);
-  }
-  r.latencyN = loaded.sort((a, b) => a.rps - b.rps)[(loaded.length - 1) >> 1];
   log(`  ${path.label}: WebSocket echo, ${o.echoMessages} round trips`);
   r.echo = await wsEcho(path.target, { messages: o.echoMessages });
   return r;
+}
+
+/**
+ * Small GETs on `connections` keep-alive connections, `runs` rounds, every path once per round
+ * (all of them up at once): a neighbour's burst on this shared machine, or its quiet minutes,
+ * fall on every path alike instead of on whichever path was being measured then. Each path
+ * keeps the run with its median req/s, as the transfers keep their medians.
+ */
+async function loadedRounds(paths: { path: ProxyPath; result: PathResult }[], o: ProxyBenchResult['options'], log: (s: string) => void): Promise<void> {
+  const runs = new Map<PathResult, LatencyResult[]>(paths.map((p) => [p.result, []]));
+  for (let i = 0; i < o.runs; i++) {
+    for (const { path, result } of paths) {
+      try {
+        const run = await latency(path.target, { connections: o.connections, durationMs: o.latencyNMs });
+        runs.get(result)!.push(run);
+        log(`  ${path.label}: latency, ${o.connections} connections, ${o.latencyNMs / 1000} s, round ${i + 1}/${o.runs}: ${fmt(run.rps)} req/s`);
+      } catch (err) {
+        result.notes.push(`${path.label}: a round of small GETs failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+  for (const [result, loaded] of runs) if (loaded.length > 0) result.latencyN = loaded.sort((a, b) => a.rps - b.rps)[(loaded.length - 1) >> 1];
 }
 
 function goal(id: string, description: string, a: number | undefined, b: number | undefined, pass: (a: number, b: number) => boolean, detail: (a: number, b: number) => string): Goal {
@@ -252,6 +266,8 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
   };
   const results: PathResult[] = [];
   const origin = await startBenchOrigin();
+  // Every path stays up until the end, for the interleaved rounds of small GETs.
+  const live: { path: ProxyPath; result: PathResult }[] = [];
   try {
     for (const name of o.paths) {
       log(`${name}: starting`);
@@ -265,7 +281,9 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
               : name === 'ssh'
                 ? await sshPath(origin.port)
                 : await portholePath(origin.port, { relayEnv: opts.relayEnv, agentEnv: opts.agentEnv, tls: name === 'porthole-tls' });
-        results.push(await benchPath(path, origin.proc.pid, o, log));
+        const result = await benchPath(path, origin.proc.pid, o, log);
+        results.push(result);
+        live.push({ path, result });
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         log(`${name}: FAILED: ${message}`);
@@ -280,11 +298,13 @@ export async function benchProxy(opts: ProxyBenchOptions = {}): Promise<ProxyBen
           downloadN: emptyTransfer(),
           uploadN: emptyTransfer(),
         });
-      } finally {
         await path?.stop();
       }
     }
+    log(`small GETs on ${o.connections} connections, ${o.runs} ${o.runs === 1 ? 'round' : 'rounds'} over every path`);
+    await loadedRounds(live, o, log);
   } finally {
+    for (const { path } of live) await path.stop();
     await origin.close();
     await stopAll();
   }
@@ -377,7 +397,7 @@ function describeRun(res: ProxyBenchResult): string {
   const o = res.options;
   return (
     `${o.sizeMiB} MiB transfers on one connection and split over ${o.streams} at once (median of ${o.runs}), small GETs for ${o.latency1Ms / 1000} s ` +
-    `on 1 and ${o.latencyNMs / 1000} s on ${o.connections} keep-alive connections (the run with the median req/s of ${o.runs}), ${o.echoMessages} WebSocket echo round trips of 128 bytes one at a time; all on 127.0.0.1; ` +
+    `on 1 and ${o.latencyNMs / 1000} s on ${o.connections} keep-alive connections (${o.runs} ${o.runs === 1 ? 'round' : 'rounds'} over every path, all of them up, the run with the median req/s), ${o.echoMessages} WebSocket echo round trips of 128 bytes one at a time; all on 127.0.0.1; ` +
     `${res.environment.cpus}× ${res.environment.cpuModel}, Node ${res.environment.node}, Linux ${res.environment.kernel}; ` +
     `${res.date}, ${Math.round(res.durationSeconds)} s.`
   );
