@@ -2,7 +2,12 @@
 // payloads go to the session as the socket delivers them, control frames to ws's receiver. Real ws
 // servers and clients on 127.0.0.1 are the relay and the agent; raw bytes written to a socket are
 // the hostile peer.
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -355,46 +360,85 @@ interface ServerPair {
  * ws's connection callback as the relay does) and a client: the agent's (zero mask key), any ws
  * client's (a random key per frame), or bare for raw frames.
  */
-async function serverPair(client: 'agent' | 'random-mask' | 'bare'): Promise<ServerPair> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
-  await once(wss, 'listening');
-  const { port } = wss.address() as AddressInfo;
-  let server: Session | undefined;
+async function serverPair(client: 'agent' | 'random-mask' | 'bare', tls?: { key: Buffer; cert: Buffer }): Promise<ServerPair> {
+  // Over TLS the socket under ws is a TLSSocket, whose reads are 16 KiB records: the relay's case.
+  const server = tls === undefined ? undefined : https.createServer({ key: tls.key, cert: tls.cert });
+  if (server !== undefined) {
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  }
+  const wss =
+    server === undefined ? new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false }) : new WebSocketServer({ server, perMessageDeflate: false });
+  if (server === undefined) await once(wss, 'listening');
+  const { port } = (server ?? wss).address() as AddressInfo;
+  let session: Session | undefined;
   let messages = 0;
   const accepted = new Promise<WebSocket>((resolve) => {
     wss.once('connection', (ws: WebSocket) => {
-      server = sessionOverWebSocket(ws, { role: 'server', config: { keepAliveInterval: 0 }, readDirect: true });
+      session = sessionOverWebSocket(ws, { role: 'server', config: { keepAliveInterval: 0 }, readDirect: true });
       ws.on('message', () => messages++);
       resolve(ws);
     });
   });
-  const clientWs = new WebSocket(`ws://127.0.0.1:${port}`, {
+  const clientWs = new WebSocket(`${tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${port}`, {
     perMessageDeflate: false,
+    ...(tls !== undefined ? { ca: tls.cert, servername: 'localhost' } : {}),
     ...(client === 'agent' ? { generateMask: (m: Buffer) => void m.fill(0) } : {}),
   });
   await once(clientWs, 'open');
-  const session =
+  const clientSession =
     client === 'bare'
       ? undefined
       : sessionOverWebSocket(clientWs, { role: 'client', config: { keepAliveInterval: 0 }, zeroMask: client === 'agent', readDirect: true });
   const serverWs = await accepted;
   return {
-    server: server!,
-    client: session,
+    server: session!,
+    client: clientSession,
     clientWs,
     serverWs,
     serverMessages: () => messages,
     cleanup: async () => {
-      session?.close();
-      server!.close();
+      clientSession?.close();
+      session!.close();
       clientWs.terminate();
       serverWs.terminate();
       await new Promise<void>((r) => wss.close(() => r()));
+      if (server !== undefined) await new Promise<void>((r) => server.close(() => r()));
     },
   };
 }
 
 describe("a server session that reads the client's frames directly", () => {
+  let tlsFiles: { key: Buffer; cert: Buffer } | undefined;
+  const tls = () => {
+    if (tlsFiles === undefined) {
+      const dir = mkdtempSync(join(tmpdir(), 'porthole-ws-reader-'));
+      try {
+        execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+          '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+        tlsFiles = { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    return tlsFiles;
+  };
+
+  it("reads the agent's frames itself over TLS too, where they arrive in 16 KiB records", async () => {
+    const p = await serverPair('agent', tls());
+    cleanups.push(p.cleanup);
+    p.client!.on('stream', (s: Stream) => {
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    const data = pseudoRandomBytes(3 * MiB + 7, 31);
+    const s = p.server.openStream();
+    const back = readAll(s);
+    await writeAll(s, data, 64 * KiB);
+    expect(sha(await back)).toBe(sha(data));
+    expect(p.serverMessages()).toBe(0);
+  }, 30_000);
+
   for (const kind of ['agent', 'random-mask'] as const) {
     it(`carries 8 parallel streams both ways byte for byte from ${kind === 'agent' ? "the agent's zero-masked" : "a ws client's randomly masked"} frames, with no ws message events`, async () => {
       const p = await serverPair(kind);
