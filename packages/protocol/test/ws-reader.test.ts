@@ -43,19 +43,49 @@ function wsFrame(opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: n
 }
 const serverFrame = (opcode: number, payload: Buffer, opts: { fin?: boolean; rsv?: number; mask?: boolean } = {}) => wsFrame(opcode, payload, opts);
 
-describe('FrameReader, reading a server', () => {
-  function read(bytes: Buffer, chunk: number): { data: Buffer; control: Buffer[]; errors: string[] } {
-    const data: Buffer[] = [];
-    const control: Buffer[] = [];
-    const errors: string[] = [];
-    const r = new FrameReader(
-      (b) => data.push(Buffer.from(b)),
-      (f) => control.push(Buffer.from(f)),
-      (e) => errors.push(`${e.code}: ${e.message}`),
-    );
-    for (let off = 0; off < bytes.length; off += chunk) r.write(bytes.subarray(off, off + chunk));
-    return { data: Buffer.concat(data), control, errors };
+/** Feeds `bytes` to a FrameReader in reads of `chunk` bytes, fresh buffers as a socket's are (it may unmask them in place). */
+function readFrames(bytes: Buffer, chunk: number, from: 'server' | 'client'): { data: Buffer; control: Buffer[]; errors: string[]; reads: Buffer[]; handed: Buffer[] } {
+  const handed: Buffer[] = [];
+  const control: Buffer[] = [];
+  const errors: string[] = [];
+  const reads: Buffer[] = [];
+  const r = new FrameReader(
+    (b) => handed.push(b),
+    (f) => control.push(Buffer.from(f)),
+    (e) => errors.push(`${e.code}: ${e.message}`),
+    from,
+  );
+  for (let off = 0; off < bytes.length; off += chunk) {
+    const read = Buffer.from(bytes.subarray(off, off + chunk));
+    reads.push(read);
+    r.write(read);
   }
+  return { data: Buffer.concat(handed), control, errors, reads, handed };
+}
+
+/** A 256 KiB payload read in 64 KiB reads comes out as views of those reads, not copies. */
+function expectViews(frame: (payload: Buffer) => Buffer, from: 'server' | 'client'): void {
+  const big = pseudoRandomBytes(256 * KiB, 4);
+  const got = readFrames(frame(big), 64 * KiB, from);
+  expect(got.errors).toEqual([]);
+  expect(sha(got.data)).toBe(sha(big));
+  for (const h of got.handed) expect(got.reads.some((read) => read.buffer === h.buffer)).toBe(true);
+}
+
+/** Each of `refusals`, followed by a good frame with 'after' in it, read a byte at a time. */
+function itRefusesEach(refusals: [string, Buffer, RegExp][], after: Buffer, from: 'server' | 'client'): void {
+  for (const [what, bytes, message] of refusals) {
+    it(`refuses ${what}, once, and reads nothing after it`, () => {
+      const got = readFrames(Buffer.concat([bytes, after]), 1, from);
+      expect(got.errors).toHaveLength(1);
+      expect(got.errors[0]).toMatch(message);
+      expect(got.data.toString()).not.toContain('after');
+    });
+  }
+}
+
+describe('FrameReader, reading a server', () => {
+  const read = (bytes: Buffer, chunk: number) => readFrames(bytes, chunk, 'server');
 
   const a = pseudoRandomBytes(100, 1);
   const b = pseudoRandomBytes(70_000, 2); // 64-bit length
@@ -82,18 +112,7 @@ describe('FrameReader, reading a server', () => {
   }
 
   it('passes a large payload on as views of the reads it came in, not copies', () => {
-    const big = pseudoRandomBytes(256 * KiB, 4);
-    const bytes = serverFrame(0x2, big);
-    const reads: Buffer[] = [];
-    const handed: Buffer[] = [];
-    const r = new FrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message));
-    for (let off = 0; off < bytes.length; off += 64 * KiB) {
-      const read = Buffer.from(bytes.subarray(off, off + 64 * KiB));
-      reads.push(read);
-      r.write(read);
-    }
-    expect(sha(Buffer.concat(handed))).toBe(sha(big));
-    for (const h of handed) expect(reads.some((read) => read.buffer === h.buffer)).toBe(true);
+    expectViews((payload) => serverFrame(0x2, payload), 'server');
   });
 
   const refusals: [string, Buffer, RegExp][] = [
@@ -108,14 +127,7 @@ describe('FrameReader, reading a server', () => {
     ['an oversized control frame', serverFrame(0x9, Buffer.alloc(126)), /control frame/],
     ['a length beyond 2^53', Buffer.from([0x82, 127, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), /2\^53/],
   ];
-  for (const [what, bytes, message] of refusals) {
-    it(`refuses ${what}, once, and reads nothing after it`, () => {
-      const got = read(Buffer.concat([bytes, serverFrame(0x2, Buffer.from('after'))]), 1);
-      expect(got.errors).toHaveLength(1);
-      expect(got.errors[0]).toMatch(message);
-      expect(got.data.toString()).not.toContain('after');
-    });
-  }
+  itRefusesEach(refusals, serverFrame(0x2, Buffer.from('after')), 'server');
 
   it('reads nothing after a close frame', () => {
     const close = serverFrame(0x8, Buffer.from([0x03, 0xe8]));
@@ -127,20 +139,7 @@ describe('FrameReader, reading a server', () => {
 });
 
 describe('FrameReader, reading a client', () => {
-  function read(bytes: Buffer, chunk: number): { data: Buffer; control: Buffer[]; errors: string[]; handed: Buffer[] } {
-    const handed: Buffer[] = [];
-    const control: Buffer[] = [];
-    const errors: string[] = [];
-    const r = new FrameReader(
-      (b) => handed.push(b),
-      (f) => control.push(Buffer.from(f)),
-      (e) => errors.push(`${e.code}: ${e.message}`),
-      'client',
-    );
-    // Fresh buffers, as a socket's reads are: the reader may unmask them in place.
-    for (let off = 0; off < bytes.length; off += chunk) r.write(Buffer.from(bytes.subarray(off, off + chunk)));
-    return { data: Buffer.concat(handed), control, errors, handed };
-  }
+  const read = (bytes: Buffer, chunk: number) => readFrames(bytes, chunk, 'client');
 
   const a = pseudoRandomBytes(100, 11);
   const b = pseudoRandomBytes(70_000, 12); // 64-bit length
@@ -171,18 +170,7 @@ describe('FrameReader, reading a client', () => {
   }
 
   it("passes the agent's zero-masked payload on as views of the reads it came in, not copies", () => {
-    const big = pseudoRandomBytes(256 * KiB, 14);
-    const bytes = wsFrame(0x2, big, { mask: zero });
-    const reads: Buffer[] = [];
-    const handed: Buffer[] = [];
-    const r = new FrameReader((x) => handed.push(x), () => undefined, (e) => expect.unreachable(e.message), 'client');
-    for (let off = 0; off < bytes.length; off += 64 * KiB) {
-      const read = Buffer.from(bytes.subarray(off, off + 64 * KiB));
-      reads.push(read);
-      r.write(read);
-    }
-    expect(sha(Buffer.concat(handed))).toBe(sha(big));
-    for (const h of handed) expect(reads.some((read) => read.buffer === h.buffer)).toBe(true);
+    expectViews((payload) => wsFrame(0x2, payload, { mask: zero }), 'client');
   });
 
   const refusals: [string, Buffer, RegExp][] = [
@@ -195,14 +183,7 @@ describe('FrameReader, reading a client', () => {
     ['an oversized control frame', wsFrame(0x9, Buffer.alloc(126), { mask: key }), /control frame/],
     ['a length beyond 2^53', Buffer.from([0x82, 0x80 | 127, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3, 4]), /2\^53/],
   ];
-  for (const [what, bytes, message] of refusals) {
-    it(`refuses ${what}, once, and reads nothing after it`, () => {
-      const got = read(Buffer.concat([bytes, wsFrame(0x2, Buffer.from('after'), { mask: key })]), 1);
-      expect(got.errors).toHaveLength(1);
-      expect(got.errors[0]).toMatch(message);
-      expect(got.data.toString()).not.toContain('after');
-    });
-  }
+  itRefusesEach(refusals, wsFrame(0x2, Buffer.from('after'), { mask: key }), 'client');
 });
 
 interface Pair {
@@ -261,23 +242,28 @@ async function writeAll(s: Stream, data: Buffer, chunk: number): Promise<void> {
   s.end();
 }
 
+/** `echoer` echoes every stream it accepts; `count` streams opened from `opener` each carry 2 MiB and more there and back, written in pieces of four sizes, byte for byte. */
+async function echoParallel(opener: Session, echoer: Session, seed: number, count = 8): Promise<void> {
+  echoer.on('stream', (s: Stream) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  await Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const data = pseudoRandomBytes(2 * MiB + i * 4099, seed + i);
+      const s = opener.openStream();
+      const back = readAll(s);
+      await writeAll(s, data, [1000, 16 * KiB, 64 * KiB, 300 * KiB][i % 4]!);
+      expect(sha(await back)).toBe(sha(data));
+    }),
+  );
+}
+
 describe('a client session that reads the server frames directly', () => {
   it('carries 8 parallel streams both ways byte for byte, with no ws message events at all', async () => {
     const p = await pair();
     cleanups.push(p.cleanup);
-    p.server!.on('stream', (s: Stream) => {
-      s.on('error', () => undefined);
-      s.pipe(s);
-    });
-    await Promise.all(
-      Array.from({ length: 8 }, async (_, i) => {
-        const data = pseudoRandomBytes(2 * MiB + i * 4099, i + 1);
-        const s = p.client.openStream();
-        const back = readAll(s);
-        await writeAll(s, data, [1000, 16 * KiB, 64 * KiB, 300 * KiB][i % 4]!);
-        expect(sha(await back)).toBe(sha(data));
-      }),
-    );
+    await echoParallel(p.client, p.server!, 1);
     expect(p.clientMessages()).toBe(0);
     expect(p.client.closed || p.server!.closed).toBe(false);
   }, 30_000);
@@ -427,15 +413,7 @@ describe("a server session that reads the client's frames directly", () => {
   it("reads the agent's frames itself over TLS too, where they arrive in 16 KiB records", async () => {
     const p = await serverPair('agent', tls());
     cleanups.push(p.cleanup);
-    p.client!.on('stream', (s: Stream) => {
-      s.on('error', () => undefined);
-      s.pipe(s);
-    });
-    const data = pseudoRandomBytes(3 * MiB + 7, 31);
-    const s = p.server.openStream();
-    const back = readAll(s);
-    await writeAll(s, data, 64 * KiB);
-    expect(sha(await back)).toBe(sha(data));
+    await echoParallel(p.server, p.client!, 31, 4);
     expect(p.serverMessages()).toBe(0);
   }, 30_000);
 
@@ -443,19 +421,7 @@ describe("a server session that reads the client's frames directly", () => {
     it(`carries 8 parallel streams both ways byte for byte from ${kind === 'agent' ? "the agent's zero-masked" : "a ws client's randomly masked"} frames, with no ws message events`, async () => {
       const p = await serverPair(kind);
       cleanups.push(p.cleanup);
-      p.client!.on('stream', (s: Stream) => {
-        s.on('error', () => undefined);
-        s.pipe(s);
-      });
-      await Promise.all(
-        Array.from({ length: 8 }, async (_, i) => {
-          const data = pseudoRandomBytes(2 * MiB + i * 4099, i + 21);
-          const s = p.server.openStream();
-          const back = readAll(s);
-          await writeAll(s, data, [1000, 16 * KiB, 64 * KiB, 300 * KiB][i % 4]!);
-          expect(sha(await back)).toBe(sha(data));
-        }),
-      );
+      await echoParallel(p.server, p.client!, 21);
       expect(p.serverMessages()).toBe(0);
       expect(p.client!.closed || p.server.closed).toBe(false);
     }, 30_000);
