@@ -47,7 +47,6 @@ export interface Refusal {
   detail: string;
 }
 
-/** Bytes of the header section as sent (approximately: name: value CRLF per field). */
 /** Refuses what must never be routed: oversized targets and headers, ambiguous framing. */
 export function checkRequest(req: IncomingMessage, l: HttpLimits): Refusal | undefined {
   if ((req.url ?? '').length > l.maxUrlBytes) {

@@ -40,7 +40,7 @@ export const ErrorCode = {
   TransportClosed: 'ERR_TRANSPORT_CLOSED',
   /** The peer ended the session with a GoAway carrying an error code. */
   PeerProtocolError: 'ERR_PEER_PROTOCOL_ERROR',
-  /** A WebSocket frame the tunnel cannot carry (text, masked by a server, bad fragmentation). */
+  /** A WebSocket frame the tunnel cannot carry (masked the wrong way for its sender, reserved bits, bad fragmentation). */
   InvalidWebSocketFrame: 'ERR_INVALID_WS_FRAME',
   /** A bug or an application handler threw inside the session. */
   Internal: 'ERR_INTERNAL',

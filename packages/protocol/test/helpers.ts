@@ -7,6 +7,7 @@ import type { SessionConfig } from '../src/config.js';
 import type { FrameHeader } from '../src/frame.js';
 import { memoryPair } from '../src/memory.js';
 import type { Clock, Session, Transport } from '../src/session.js';
+import type { Stream } from '../src/stream.js';
 import { sessionOverWebSocket } from '../src/websocket.js';
 
 /** Reference encoder: slow and obvious, byte by byte, big-endian, straight from the yamux spec. */
@@ -106,6 +107,22 @@ export class CaptureTransport implements Transport {
 
 export const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Echo server: every inbound stream is piped back to itself. */
+export function echo(session: Session): void {
+  session.on('stream', (s: Stream) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+}
+
+/** Writes `data` in `chunk`-sized pieces honouring backpressure, then ends. */
+export async function writeAll(s: Stream, data: Buffer, chunk = 64 * 1024): Promise<void> {
+  for (let off = 0; off < data.length; off += chunk) {
+    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
+  }
+  s.end();
+}
 
 /** Reads a stream to its end. Rejects on 'error'. Unlike `for await`, it does not destroy the
  * stream when the readable side ends, so the writable side stays usable (half-close). */

@@ -10,33 +10,19 @@ import { Session, type Transport } from '../src/session.js';
 import { StreamState, type Stream } from '../src/stream.js';
 import {
   CaptureTransport,
+  echo,
   expectStreamError,
   memPair,
   pseudoRandomBytes,
   readAll,
   sleep,
+  writeAll,
   wsPair,
   type Pair,
   type WsPair,
 } from './helpers.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-/** Echo server: every inbound stream is piped back to itself. */
-function echo(session: Session): void {
-  session.on('stream', (s) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
-}
-
-/** Writes `data` in `chunk`-sized pieces honouring backpressure, then ends. */
-async function writeAll(s: Stream, data: Buffer, chunk = 64 * KiB): Promise<void> {
-  for (let off = 0; off < data.length; off += chunk) {
-    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
-  }
-  s.end();
-}
 
 function closed(session: Session): Promise<Error | undefined> {
   if (session.closed) return Promise.resolve(session.closeError);

@@ -12,7 +12,7 @@ import { KiB, MiB } from '../src/config.js';
 import type { Session } from '../src/session.js';
 import type { Stream } from '../src/stream.js';
 import { frameHeader, sessionOverWebSocket } from '../src/websocket.js';
-import { pseudoRandomBytes, readAll } from './helpers.js';
+import { echo, pseudoRandomBytes, readAll, writeAll } from './helpers.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -119,20 +119,6 @@ const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
-
-function echo(session: Session): void {
-  session.on('stream', (s: Stream) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
-}
-
-async function writeAll(s: Stream, data: Buffer, chunk: number): Promise<void> {
-  for (let off = 0; off < data.length; off += chunk) {
-    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
-  }
-  s.end();
-}
 
 describe('sessions over ws with gathered writes', () => {
   for (const deflate of [false, true]) {

@@ -16,10 +16,9 @@ import { KiB, MiB } from '../src/config.js';
 import { ErrorCode } from '../src/errors.js';
 import { Flag, FrameType } from '../src/frame.js';
 import type { Session } from '../src/session.js';
-import type { Stream } from '../src/stream.js';
 import { sessionOverWebSocket } from '../src/websocket.js';
 import { FrameReader } from '../src/ws-reader.js';
-import { parseFrames, pseudoRandomBytes, rawFrame, readAll } from './helpers.js';
+import { echo, parseFrames, pseudoRandomBytes, rawFrame, readAll, writeAll } from './helpers.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -235,19 +234,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
-async function writeAll(s: Stream, data: Buffer, chunk: number): Promise<void> {
-  for (let off = 0; off < data.length; off += chunk) {
-    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
-  }
-  s.end();
-}
-
 /** `echoer` echoes every stream it accepts; `count` streams opened from `opener` each carry 2 MiB and more there and back, written in pieces of four sizes, byte for byte. */
 async function echoParallel(opener: Session, echoer: Session, seed: number, count = 8): Promise<void> {
-  echoer.on('stream', (s: Stream) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
+  echo(echoer);
   await Promise.all(
     Array.from({ length: count }, async (_, i) => {
       const data = pseudoRandomBytes(2 * MiB + i * 4099, seed + i);
@@ -272,10 +261,7 @@ describe('a client session that reads the server frames directly', () => {
     const p = await pair({ deflate: true });
     cleanups.push(p.cleanup);
     expect(p.clientWs.extensions).toContain('permessage-deflate');
-    p.server!.on('stream', (s: Stream) => {
-      s.on('error', () => undefined);
-      s.pipe(s);
-    });
+    echo(p.server!);
     const data = pseudoRandomBytes(300 * KiB, 9);
     const s = p.client.openStream();
     const back = readAll(s);
